@@ -1,0 +1,1 @@
+"""Datasets, tokenizers, synthetic tasks and the step-indexed batch iterators."""

@@ -1,0 +1,39 @@
+"""Token and position embeddings.
+
+Axis key: B batch, T time / sequence position, D model width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def sinusoidal_positions(num_positions: int, dim: int,
+                         max_timescale: float = 10_000.0) -> jax.Array:
+  """The fixed sin/cos table of Vaswani et al. (2017): [num_positions, dim], sin then cos halves."""
+  if dim % 2:
+    raise ValueError(f"sinusoidal positions need an even width, got {dim}")
+  pos_T1 = jnp.arange(num_positions, dtype=jnp.float32)[:, None]
+  inv_freq = jnp.exp(-math.log(max_timescale) * jnp.arange(0, dim, 2, dtype=jnp.float32) / dim)
+  angles = pos_T1 * inv_freq[None, :]
+  return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
+class LearnedPositions(nn.Module):
+  """A trainable [max_len, D] table added to the token embeddings (GPT-2 style)."""
+
+  max_len: int
+  dim: int
+  init_std: float = 0.02
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, positions_BT: jax.Array) -> jax.Array:
+    table = self.param("embedding", nn.initializers.normal(self.init_std),
+                       (self.max_len, self.dim))
+    out = jnp.take(table, positions_BT, axis=0)
+    return out if self.dtype is None else out.astype(self.dtype)

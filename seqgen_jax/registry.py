@@ -1,0 +1,71 @@
+"""Small name -> builder registries for the parts a config swaps (models, tasks, optimizers, ...).
+
+Only parts that a config selects by name live in a registry; everything else is imported directly.
+A registered entry may carry tags (e.g. ``kind="causal_lm"``) so that callers such as the
+showdown can list every model that fits a task without being edited when a model is added.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from seqgen_jax.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+  """Maps names to objects; unknown names raise a one-line error listing the known ones."""
+
+  def __init__(self, kind: str):
+    self.kind = kind
+    self._entries: dict[str, T] = {}
+    self._tags: dict[str, dict[str, Any]] = {}
+
+  def register(self, name: str, **tags: Any) -> Callable[[T], T]:
+    """Decorator: ``@MODELS.register("gpt", kind="causal_lm")``."""
+
+    def deco(obj: T) -> T:
+      if name in self._entries and self._entries[name] is not obj:
+        raise ValueError(f"{self.kind} '{name}' is registered twice")
+      self._entries[name] = obj
+      self._tags[name] = dict(tags)
+      return obj
+
+    return deco
+
+  def get(self, name: str) -> T:
+    """Returns the entry called ``name`` or raises ConfigError naming the allowed ones."""
+    if name not in self._entries:
+      raise ConfigError(
+          f"unknown {self.kind} '{name}'; choose one of: {', '.join(sorted(self._entries))}")
+    return self._entries[name]
+
+  def tags(self, name: str) -> dict[str, Any]:
+    self.get(name)
+    return dict(self._tags[name])
+
+  def names(self, **match: Any) -> list[str]:
+    """Sorted names whose tags match every ``key=value`` (a list-valued tag: membership)."""
+    out = []
+    for name, tags in self._tags.items():
+      ok = True
+      for k, v in match.items():
+        t = tags.get(k)
+        if isinstance(t, (tuple, list, set, frozenset)):
+          ok &= v in t
+        else:
+          ok &= t == v
+      if ok:
+        out.append(name)
+    return sorted(out)
+
+  def __contains__(self, name: str) -> bool:
+    return name in self._entries
+
+
+# The registries a config selects from. Models register where they are defined (seqgen_jax/nn),
+# tasks in seqgen_jax/tasks; importing those packages fills these.
+MODELS: Registry = Registry("model")
+TASKS: Registry = Registry("task")

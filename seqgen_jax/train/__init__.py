@@ -1,0 +1,1 @@
+"""The one training library every model family uses: state, step, sharding, loop, checkpoints."""

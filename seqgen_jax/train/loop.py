@@ -1,0 +1,212 @@
+"""train_and_evaluate: the training loop shared by every task and model family.
+
+Order of work: validate the config and find the data (bad input fails here, before anything is
+written) -> mesh, task, optimizer -> abstract state via ``jax.eval_shape`` -> restore the latest
+checkpoint or initialise with a jitted init that has ``out_shardings`` -> train, logging, eval,
+sampling and checkpointing on their intervals -> a final checkpoint. SIGTERM / SIGINT (and JAX's
+multi-host preemption notice) make the loop save the current step and return normally.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import threading
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from etils import epath
+from jax.experimental import multihost_utils
+
+import seqgen_jax.tasks  # noqa: F401  (registers the tasks)
+from seqgen_jax.data.pipeline import StepIterator
+from seqgen_jax.registry import TASKS
+from seqgen_jax.tasks.base import Task
+from seqgen_jax.train import sharding as sharding_lib
+from seqgen_jax.train.checkpoint import Checkpointer
+from seqgen_jax.train.metrics import MetricWriter, Progress
+from seqgen_jax.train.optim import build_optimizer
+from seqgen_jax.train.state import TrainState, create_train_state
+from seqgen_jax.train.step import make_train_step
+
+PyTree = Any
+
+
+class _StopRequest:
+  """Turns SIGTERM / SIGINT into a flag the loop polls once per step (then restores handlers)."""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.signum: int | None = None
+    self._previous: dict[int, Any] = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in self.SIGNALS:
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.signum is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt  # a second Ctrl-C: stop without waiting for the checkpoint
+    self.signum = signum
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def _should_stop(stop: _StopRequest, ckpt: Checkpointer, step: int) -> bool:
+  """True when this process was signalled or the multi-host preemption service says so.
+
+  With several processes a signal may reach only some of them, so the local flags are combined
+  (every process then agrees on the step to stop at).
+  """
+  local = stop.signum is not None
+  if jax.process_count() > 1:
+    local = bool(np.any(multihost_utils.process_allgather(np.asarray(local))))
+  return local or ckpt.reached_preemption(step)
+
+
+def _abstract_with_shardings(abstract: PyTree, shardings: PyTree) -> PyTree:
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      abstract, shardings)
+
+
+def _num_params(params: PyTree) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+def evaluate(task: Task, eval_fn, params: PyTree, mesh, rows: slice) -> dict[str, float]:
+  """Runs ``task.eval_step`` over the task's eval batches and returns ``task.finalize_eval``."""
+  source, num_batches = task.eval_source()
+  totals = None
+  for i in range(num_batches):
+    sums = eval_fn(params, sharding_lib.make_global_batch(source.batch(i, rows), mesh))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  return task.finalize_eval(jax.tree.map(np.asarray, jax.device_get(totals)))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Trains ``config.task`` with ``config.model``; checkpoints, metrics and logs go to workdir."""
+  tc = config.train
+  t_start = time.time()
+  # ------------------------------------------------ validate everything before writing anything
+  mesh = sharding_lib.make_mesh(config.get("mesh", {}).get("fsdp", 1))
+  sharding_lib.check_batch_size(tc.batch_size, mesh, tc.get("grad_accum_steps", 1))
+  eval_bs = config.get("eval", {}).get("batch_size", None) or tc.batch_size
+  sharding_lib.check_batch_size(eval_bs, mesh)
+  task: Task = TASKS.get(config.task)(config)
+  tx, schedule = build_optimizer(config.optimizer, tc.num_steps)
+  ema_decay = tc.get("ema_decay", None)
+  init_fn = functools.partial(create_train_state, task.init_params, tx,
+                              use_ema=ema_decay is not None)
+  rng = jax.random.PRNGKey(tc.seed)
+  abstract_state = jax.eval_shape(init_fn, rng)
+  state_sharding = sharding_lib.state_shardings(abstract_state, mesh)
+  train_step = make_train_step(
+      task.loss_fn, tx, mesh=mesh, state_sharding=state_sharding, lr_schedule=schedule,
+      grad_accum_steps=tc.get("grad_accum_steps", 1),
+      clip_grad_norm=config.optimizer.get("clip_grad_norm", None),
+      compute_dtype=tc.get("compute_dtype", "float32"), ema_decay=ema_decay,
+      mode=tc.get("step_mode", "jit"))
+  eval_fn = jax.jit(task.eval_step,
+                    in_shardings=(state_sharding.params, sharding_lib.batch_sharding(mesh)),
+                    out_shardings=sharding_lib.replicated(mesh))
+
+  # ------------------------------------------------ workdir, checkpoints, metrics
+  is_main = jax.process_index() == 0
+  wd = epath.Path(workdir)
+  wd.mkdir(parents=True, exist_ok=True)
+  config_dict = json.loads(config.to_json_best_effort())
+  if is_main:
+    (wd / "config.json").write_text(json.dumps(config_dict, indent=2))
+    task.save_assets(str(wd))
+  ckpt = Checkpointer(str(wd / "checkpoints"), save_every=tc.checkpoint_every,
+                      keep=tc.get("keep_checkpoints", 3),
+                      async_save=tc.get("async_checkpoint", True))
+  writer = MetricWriter(str(wd), enabled=is_main)
+  rows = slice(*sharding_lib.process_batch_rows(mesh, tc.batch_size))
+  eval_rows = slice(*sharding_lib.process_batch_rows(mesh, eval_bs))
+  data_iter = StepIterator(task.train_source(), rows=rows)
+
+  latest = ckpt.latest_step()
+  if latest is not None:
+    state, data_state = ckpt.restore(latest, _abstract_with_shardings(abstract_state,
+                                                                      state_sharding))
+    data_iter.set_state(data_state)
+    logging.info("restored checkpoint at step %d from %s", latest, ckpt.directory)
+  else:
+    state = jax.jit(init_fn, out_shardings=state_sharding)(rng)
+  step = int(state.step)
+  last_saved = latest
+  logging.info("task %s, model %s: %s parameters; mesh %s over %d devices (%d processes)",
+               config.task, config.model.name, f"{_num_params(state.params):,}",
+               dict(mesh.shape), jax.device_count(), jax.process_count())
+
+  def run_eval_and_sample(at_step: int, *, eval_now: bool, sample_now: bool) -> None:
+    if eval_now:
+      for name, params in (("eval", state.params), ("eval_ema", state.ema_params)):
+        if params is None:
+          continue
+        metrics = evaluate(task, eval_fn, params, mesh, eval_rows)
+        writer.write_scalars(at_step, name, metrics)
+        logging.info("%s @ %d: %s", name, at_step,
+                     ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    if sample_now:
+      sample_rng = jax.random.fold_in(jax.random.PRNGKey(tc.seed + 1), at_step)
+      for tag, text in task.sample(state.params, sample_rng).items():
+        writer.write_text(at_step, tag, text)
+        logging.info("%s @ %d:\n%s", tag, at_step, text)
+
+  def every(n, s):
+    return bool(n) and s % n == 0
+
+  progress = Progress(tc.num_steps, step)
+  pending: list[dict[str, jax.Array]] = []
+  with _StopRequest() as stop:
+    while step < tc.num_steps:
+      batch = sharding_lib.make_global_batch(next(data_iter), mesh)
+      state, metrics = train_step(state, batch)
+      step += 1
+      pending.append(metrics)
+      if every(tc.log_every, step) or step == tc.num_steps:
+        host = jax.device_get(pending)
+        means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+        pending = []
+        line, rate = progress.line(step, means)
+        logging.info(line)
+        writer.write_scalars(step, "train", {**means, "steps_per_s": rate})
+      run_eval_and_sample(step, eval_now=every(tc.eval_every, step),
+                          sample_now=every(tc.get("sample_every", 0), step))
+      if ckpt.save(step, state, data_iter.get_state(), config_dict):
+        last_saved = step
+      if _should_stop(stop, ckpt, step):
+        if last_saved != step:
+          ckpt.save(step, state, data_iter.get_state(), config_dict, force=True)
+          last_saved = step
+        ckpt.wait()
+        logging.info("stop requested (signal %s): saved checkpoint at step %d, exiting",
+                     stop.signum, step)
+        writer.close()
+        ckpt.close()
+        return state
+
+  if step == tc.num_steps:
+    run_eval_and_sample(step, eval_now=not every(tc.eval_every, step),
+                        sample_now=not every(tc.get("sample_every", 0), step))
+  if last_saved != step:
+    ckpt.save(step, state, data_iter.get_state(), config_dict, force=True)
+  ckpt.wait()
+  ckpt.close()
+  writer.close()
+  logging.info("done: step %d, workdir %s, %.1f s", step, workdir, time.time() - t_start)
+  return state

@@ -1,0 +1,83 @@
+"""The absl entrypoint end to end, and one-line errors for bad input."""
+
+import os
+import subprocess
+
+import pytest
+from conftest import REPO, main_command, read_jsonl, tiny_lm_config
+
+from seqgen_jax.errors import ConfigError, DataError
+from seqgen_jax.train.loop import train_and_evaluate
+
+
+def test_runlocal_quickstart_trains(tmp_path):
+  wd = tmp_path / "copy"
+  env = {**os.environ, "XLA_FLAGS": ""}  # as a user runs it: one CPU device, default XLA flags
+  proc = subprocess.run(main_command("copy_gpt.py:runlocal", wd), cwd=REPO, capture_output=True,
+                        text=True, timeout=600, env=env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = read_jsonl(wd / "metrics.jsonl")
+  train = [r for r in rows if r["split"] == "train"]
+  evals = [r for r in rows if r["split"] == "eval"]
+  assert train[-1]["loss"] < 0.5 * train[0]["loss"]  # loss falls
+  assert evals and evals[-1]["accuracy"] > 0.5 and "bits_per_token" in evals[-1]
+  assert "sample @ 300" in proc.stderr and "-> model" in proc.stderr  # printed sample
+  assert "steps/s" in proc.stderr and "ETA" in proc.stderr
+  assert (wd / "checkpoints" / "300").is_dir() and any((wd / "tensorboard").iterdir())
+
+
+def test_shakespeare_runlocal_reports_bpc_and_text(tmp_path, data_dir):
+  config = tiny_lm_config(data__name="tinyshakespeare", data__seq_len=32,
+                          data__data_dir=str(data_dir), train__num_steps=30,
+                          train__eval_every=30, sample__num_tokens=40)
+  train_and_evaluate(config, str(tmp_path))
+  rows = read_jsonl(tmp_path / "metrics.jsonl")
+  ev = [r for r in rows if r["split"] == "eval"][-1]
+  assert 1.0 < ev["bits_per_char"] < 6.0 and "seq_accuracy" not in ev
+  (sample,) = [r["sample"] for r in rows if r["split"] == "text"]
+  assert len(sample) == 41  # prompt "\n" + 40 characters
+  assert (tmp_path / "tokenizer.json").is_file()
+
+
+@pytest.mark.parametrize("override, message", [
+    (dict(model__name="transformerxl"), r"unknown model 'transformerxl' for task 'lm'; "
+                                        r"choose one of: gpt"),
+    (dict(task="vision"), r"unknown task 'vision'; choose one of: lm"),
+    (dict(optimizer__name="adamax"), r"unknown optimizer 'adamax'; choose one of: adafactor, "
+                                     r"adam, adamw, lion, sgd"),
+    (dict(optimizer__schedule="step"), r"unknown learning-rate schedule 'step'"),
+    (dict(data__name="wikitext"), r"unknown language-modelling dataset 'wikitext'; choose one "
+                                  r"of: assoc_recall, copy, tinyshakespeare"),
+    (dict(train__batch_size=12), r"global batch size 12 is not divisible by the 8 "
+                                 r"data-parallel devices"),
+    (dict(train__compute_dtype="fp8"), r"unknown compute dtype 'fp8'; choose one of: float32, "
+                                       r"bfloat16"),
+])
+def test_bad_config_is_one_line_and_writes_nothing(tmp_path, override, message):
+  wd = tmp_path / "wd"
+  with pytest.raises(ConfigError, match=message) as e:
+    train_and_evaluate(tiny_lm_config(**override), str(wd))
+  assert "\n" not in str(e.value)
+  assert not wd.exists()
+
+
+def test_missing_data_is_one_line_and_writes_nothing(tmp_path):
+  wd = tmp_path / "wd"
+  config = tiny_lm_config(data__name="tinyshakespeare", data__seq_len=16,
+                          data__data_dir=str(tmp_path))
+  with pytest.raises(DataError, match=r"no file .*tinyshakespeare/input.txt.gz.*download https"):
+    train_and_evaluate(config, str(wd))
+  assert not wd.exists()
+
+
+def test_entrypoint_prints_one_line_error_and_exits_2(tmp_path):
+  wd = tmp_path / "wd"
+  proc = subprocess.run(
+      main_command("shakespeare_char_gpt.py:runlocal", wd,
+                   f"--config.data.data_dir={tmp_path / 'missing'}"),
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: Tiny Shakespeare: data directory ") and "does not exist" in last
+  assert "Traceback" not in proc.stderr
+  assert not wd.exists()
