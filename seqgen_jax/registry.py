@@ -67,5 +67,29 @@ class Registry(Generic[T]):
 
 # The registries a config selects from. Models register where they are defined (seqgen_jax/nn),
 # tasks in seqgen_jax/tasks; importing those packages fills these.
+#
+# Every model registers a builder ``build(cfg, **task_kwargs) -> flax.linen.Module`` (``cfg`` is
+# ``config.model``) with a ``kind`` tag that says which interface the module has; tasks accept
+# every model of the kinds they need, so a new model is usable without editing any task.
+#
+#   kind="causal_lm"        build(cfg, *, vocab_size, max_len, dtype)
+#       __call__(tokens_BT, *, train) -> logits_BTV (float32)
+#       optional, for cached generation (see seqgen_jax/decoding.py):
+#       init_cache(batch_size, max_len) -> cache;
+#       decode(tokens_BT, cache, position) -> (logits_BTV, cache)
+#   kind="classifier"       build(cfg, *, vocab_size, num_classes, max_len, dtype)
+#       __call__(tokens_BT, mask_BT, *, train) -> logits_BC       (mask: True = real token)
+#   kind="forecaster"       build(cfg, *, num_features, lookback, horizon, dtype)
+#       __call__(x_BLF, *, train) -> y_BHF
+#   kind="seq2seq"          build(cfg, *, src_vocab_size, tgt_vocab_size, max_len, dtype)
+#       __call__(src_BS, src_mask_BS, tgt_in_BT, *, train) -> logits_BTV
+#       encode(src_BS, src_mask_BS) -> memory; init_cache(memory, src_mask_BS, max_len) -> cache;
+#       decode(tokens_BT, cache, position) -> (logits_BTV, cache)
+#   kind="image_classifier" build(cfg, *, image_shape, num_classes, dtype)
+#       __call__(images_BHWC, *, train) -> logits_BC
+#   kind="masked_lm"        build(cfg, *, vocab_size, max_len, dtype)
+#       __call__(tokens_BT, mask_BT, *, train) -> logits_BTV
+#   kind="denoiser"         build(cfg, *, image_shape, num_classes, dtype)
+#       __call__(x_BHWC, t_B, *, cond=None, train) -> same shape as x (eps / x0 / v prediction)
 MODELS: Registry = Registry("model")
 TASKS: Registry = Registry("task")

@@ -16,10 +16,12 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       tempfile.mkdtemp(prefix="seqgen_test_jax_cache_"))
 
 import pathlib  # noqa: E402
+import sys  # noqa: E402
 
 import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # test this checkout, whatever else is installed
 
 
 def _shared_data_dir() -> pathlib.Path | None:

@@ -55,3 +55,28 @@ def test_filter_logits_matches_numpy_reference():
       cum = np.cumsum(probs[order])
       n = int(np.searchsorted(cum, p) + 1)  # smallest prefix with mass >= p
       assert {i for i in range(50) if g[i] > -1e30} == set(order[:n].tolist())
+
+
+def test_incremental_driver_equals_full_context_sampling():
+  """A step_fn whose "cache" is the token buffer itself must give the same tokens."""
+  logits_fn = _model()
+  window, total = 8, 9
+
+  def step_fn(tokens_BT, buf_BL, position):
+    buf_BL = jax.lax.dynamic_update_slice_in_dim(buf_BL, tokens_BT, position, axis=1)
+    out = []
+    for j in range(tokens_BT.shape[1]):
+      last = position + j  # logits for the token after this one
+      start = jnp.clip(last + 1 - window, 0, total - window)
+      ctx = jax.lax.dynamic_slice_in_dim(buf_BL, start, window, axis=1)
+      out.append(jax.lax.dynamic_index_in_dim(logits_fn(ctx), last - start, axis=1,
+                                              keepdims=False))
+    return jnp.stack(out, axis=1), buf_BL
+
+  prompt = jnp.array([[3, 1, 4], [1, 5, 9]])
+  for kw in (dict(greedy=True), dict(temperature=0.9, top_k=5)):
+    want = decoding.sample_full_context(logits_fn, prompt, total - 3, jax.random.PRNGKey(7),
+                                        window=window, **kw)
+    got = decoding.sample_incremental(step_fn, jnp.zeros((2, total), jnp.int32), prompt,
+                                      total - 3, jax.random.PRNGKey(7), **kw)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))

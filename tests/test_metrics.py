@@ -28,8 +28,10 @@ def test_tensorboard_reads_scalars_images_and_text(tmp_path):
   w.write_scalars(2, "train", {"loss": 1.25})
   w.write_text(2, "sample", "To be, or not to be")
   img = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
-  w.write_image(3, "grid", img)
+  png_path = w.write_image(3, "grid", img)
   w.close()
+  np.testing.assert_array_equal(np.asarray(Image.open(png_path)), img)
+  assert png_path.endswith("samples/grid_3.png")
   acc = event_accumulator.EventAccumulator(str(tmp_path / "tensorboard"),
                                            size_guidance={"tensors": 0, "images": 0})
   acc.Reload()

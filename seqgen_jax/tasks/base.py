@@ -55,8 +55,12 @@ class Task(abc.ABC):
   def eval_source(self) -> tuple[StepSource, int]:
     """The evaluation batches and how many of them make one evaluation."""
 
-  def sample(self, params: PyTree, rng: jax.Array) -> dict[str, str]:
-    """Samples to log as text (name -> text); the default logs nothing."""
+  def sample(self, params: PyTree, rng: jax.Array) -> dict[str, str | np.ndarray]:
+    """Samples to log: name -> text, or name -> image (HxWxC uint8, e.g. a grid of samples).
+
+    Text goes to the console, TensorBoard and metrics.jsonl; images go to TensorBoard and to
+    ``<workdir>/samples/<name>_<step>.png``. The default logs nothing.
+    """
     del params, rng
     return {}
 

@@ -163,9 +163,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                      ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     if sample_now:
       sample_rng = jax.random.fold_in(jax.random.PRNGKey(tc.seed + 1), at_step)
-      for tag, text in task.sample(state.params, sample_rng).items():
-        writer.write_text(at_step, tag, text)
-        logging.info("%s @ %d:\n%s", tag, at_step, text)
+      for tag, value in task.sample(state.params, sample_rng).items():
+        if isinstance(value, str):
+          writer.write_text(at_step, tag, value)
+          logging.info("%s @ %d:\n%s", tag, at_step, value)
+        else:
+          path = writer.write_image(at_step, tag, np.asarray(value))
+          logging.info("%s @ %d: image %s", tag, at_step, path)
 
   def every(n, s):
     return bool(n) and s % n == 0

@@ -182,6 +182,7 @@ class MetricWriter:
 
   def __init__(self, workdir: str, *, enabled: bool = True):
     self.enabled = enabled
+    self.workdir = workdir
     if not enabled:
       return
     self.tb = TensorBoardWriter(os.path.join(workdir, "tensorboard"))
@@ -201,10 +202,17 @@ class MetricWriter:
       self._jsonl.write(json.dumps({"step": int(step), "split": "text", tag: text}) + "\n")
       self.flush()
 
-  def write_image(self, step: int, tag: str, image: np.ndarray) -> None:
-    if self.enabled:
-      self.tb.image(step, tag, image)
-      self.flush()
+  def write_image(self, step: int, tag: str, image: np.ndarray) -> str | None:
+    """Logs an HxW(xC) uint8 image to TensorBoard and ``samples/<tag>_<step>.png``; its path."""
+    if not self.enabled:
+      return None
+    self.tb.image(step, tag, image)
+    self.flush()
+    os.makedirs(os.path.join(self.workdir, "samples"), exist_ok=True)
+    path = os.path.join(self.workdir, "samples", f"{tag.replace('/', '_')}_{step}.png")
+    with open(path, "wb") as f:
+      f.write(encode_png(np.asarray(image)))
+    return path
 
   def flush(self) -> None:
     if self.enabled:
