@@ -65,6 +65,41 @@ class Registry(Generic[T]):
     return name in self._entries
 
 
+class ModelRegistry:
+  """Models, keyed by (kind, name): one name (e.g. "lstm") can serve several task kinds.
+
+  ``kind`` says which interface the built module has (see the contracts below); a task asks for
+  the kinds it can use, so the error for an unknown name lists exactly the models that fit.
+  """
+
+  def __init__(self):
+    self._by_kind: dict[str, Registry] = {}
+
+  def register(self, name: str, *, kind: str, **tags: Any) -> Callable[[T], T]:
+    """Decorator: ``@MODELS.register("gpt", kind="causal_lm", family="transformer")``."""
+    reg = self._by_kind.setdefault(kind, Registry(f"{kind} model"))
+    return reg.register(name, kind=kind, **tags)
+
+  def get(self, name: str, *, kind: str) -> Callable[..., Any]:
+    """The builder of model ``name`` for ``kind``; ConfigError listing the ``kind`` models."""
+    if kind not in self._by_kind:
+      raise ConfigError(f"no models of kind '{kind}' are registered; kinds: "
+                        f"{', '.join(sorted(self._by_kind))}")
+    return self._by_kind[kind].get(name)
+
+  def tags(self, name: str, *, kind: str) -> dict[str, Any]:
+    self.get(name, kind=kind)
+    return self._by_kind[kind].tags(name)
+
+  def names(self, *, kind: str, **match: Any) -> list[str]:
+    """Names of the models of ``kind`` whose tags match ``match``."""
+    reg = self._by_kind.get(kind)
+    return reg.names(**match) if reg is not None else []
+
+  def kinds(self) -> list[str]:
+    return sorted(self._by_kind)
+
+
 # The registries a config selects from. Models register where they are defined (seqgen_jax/nn),
 # tasks in seqgen_jax/tasks; importing those packages fills these.
 #
@@ -91,5 +126,5 @@ class Registry(Generic[T]):
 #       __call__(tokens_BT, mask_BT, *, train) -> logits_BTV
 #   kind="denoiser"         build(cfg, *, image_shape, num_classes, dtype)
 #       __call__(x_BHWC, t_B, *, cond=None, train) -> same shape as x (eps / x0 / v prediction)
-MODELS: Registry = Registry("model")
+MODELS = ModelRegistry()
 TASKS: Registry = Registry("task")

@@ -29,7 +29,6 @@ import seqgen_jax.nn  # noqa: F401  (registers the models)
 from seqgen_jax import decoding
 from seqgen_jax.data import synthetic, text
 from seqgen_jax.data.pipeline import StepSource
-from seqgen_jax.errors import ConfigError
 from seqgen_jax.registry import MODELS, TASKS, Registry
 from seqgen_jax.tasks.base import Task
 from seqgen_jax.train.step import compute_dtype_from_name
@@ -101,15 +100,11 @@ class LanguageModelTask(Task):
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
-    model_name = config.model.name
-    if model_name not in MODELS.names(kind="causal_lm"):
-      raise ConfigError(f"unknown model '{model_name}' for task 'lm'; choose one of: "
-                        f"{', '.join(MODELS.names(kind='causal_lm'))}")
     make_data = LM_DATASETS.get(config.data.name)
     eval_bs = config.get("eval", {}).get("batch_size", None) or config.train.batch_size
     self.data = make_data(config.data, config.train.batch_size, eval_bs, config.train.seed)
     self.dtype = compute_dtype_from_name(config.train.get("compute_dtype", "float32"))
-    self.model: nn.Module = MODELS.get(model_name)(
+    self.model: nn.Module = MODELS.get(config.model.name, kind="causal_lm")(
         config.model, vocab_size=self.data.vocab_size, max_len=self.data.seq_len,
         dtype=self.dtype)
     self.sample_cfg = config.get("sample", ml_collections.ConfigDict())
