@@ -233,20 +233,36 @@ def _fmt_duration(seconds: float) -> str:
 
 
 class Progress:
-  """Formats the one-line console progress: step, loss, steps/s, ETA."""
+  """Formats the one-line console progress: step, loss, steps/s, ETA (and an optional extra)."""
 
   def __init__(self, total_steps: int, start_step: int = 0):
     self.total = total_steps
     self._t = time.perf_counter()
     self._step = start_step
 
-  def line(self, step: int, metrics: Mapping[str, float]) -> tuple[str, float]:
-    """Returns (the progress line, steps/s since the previous call)."""
+  def exclude(self, seconds: float) -> None:
+    """Leaves ``seconds`` of non-training work (eval, sampling, saving) out of steps/s."""
+    self._t += seconds
+
+  def rate(self, step: int) -> float:
+    """Steps/s since the previous call (or since start), and restarts the clock."""
     now = time.perf_counter()
     rate = (step - self._step) / max(now - self._t, 1e-9)
     self._t, self._step = now, step
+    return rate
+
+  def format(self, step: int, metrics: Mapping[str, float], rate: float,
+             extra: str | None = None) -> str:
+    """The progress line for ``step`` at ``rate`` steps/s; ``extra`` goes before steps/s."""
     eta = (self.total - step) / rate if rate > 0 else float("inf")
     parts = [f"step {step}/{self.total}"]
     parts += [f"{k} {v:.4g}" for k, v in metrics.items()]
+    if extra:
+      parts.append(extra)
     parts += [f"{rate:.2f} steps/s", f"ETA {_fmt_duration(eta) if eta != float('inf') else '?'}"]
-    return " | ".join(parts), rate
+    return " | ".join(parts)
+
+  def line(self, step: int, metrics: Mapping[str, float]) -> tuple[str, float]:
+    """Returns (the progress line, steps/s since the previous call)."""
+    rate = self.rate(step)
+    return self.format(step, metrics, rate), rate
