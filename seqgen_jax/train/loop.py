@@ -98,12 +98,22 @@ def _abstract_batch(task: Task, mesh, global_batch: int, rows: slice) -> PyTree:
                       local)
 
 
-def _compile_step(train_step, abstract_state: PyTree, abstract_batch: PyTree, mesh, tc
-                  ) -> tuple[Any, perf.MemoryEstimate]:
-  """Compiles the train step for the abstract inputs and checks the per-device memory budget."""
+def _compile_step(train_step, abstract_state: PyTree, abstract_batch: PyTree, mesh, tc, *,
+                  flops_step=None) -> tuple[Any, perf.MemoryEstimate, float | None]:
+  """Compiles the train step for the abstract inputs and checks the per-device memory budget.
+
+  Returns (compiled step, memory estimate, FLOPs per step). ``flops_step``: the same step built
+  without gradient accumulation, whose FLOPs XLA counts in full (see perf.py).
+  """
   t0 = time.perf_counter()
-  compiled = train_step.lower(abstract_state, abstract_batch).compile()
+  lowered = train_step.lower(abstract_state, abstract_batch)
+  compiled = lowered.compile()
   logging.info("compiled the train step in %.1f s", time.perf_counter() - t0)
+  if flops_step is not None:
+    lowered = flops_step.lower(abstract_state, abstract_batch)
+  flops = perf.lowered_flops(lowered)
+  if flops is None:
+    flops = perf.compiled_flops(compiled, jax.device_count())
   memory = perf.estimate_memory(compiled, abstract_state, abstract_batch)
   budget = tc.get("device_memory_budget_gib", 0.0)
   if budget and memory.total > budget * perf.GiB:
@@ -113,7 +123,7 @@ def _compile_step(train_step, abstract_state: PyTree, abstract_batch: PyTree, me
         abstract_state, sharding_lib.state_shardings(abstract_state, full_mesh)))
     perf.check_memory_budget(memory, budget, fully_sharded_state=full,
                              fsdp=mesh.shape[sharding_lib.FSDP], num_devices=n)
-  return compiled, memory
+  return compiled, memory, flops
 
 
 def evaluate(task: Task, eval_fn, params: PyTree, mesh, rows: slice) -> dict[str, float]:
@@ -143,12 +153,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   rng = jax.random.PRNGKey(tc.seed)
   abstract_state = jax.eval_shape(init_fn, rng)
   state_sharding = sharding_lib.state_shardings(abstract_state, mesh)
-  train_step = make_train_step(
-      task.loss_fn, tx, mesh=mesh, state_sharding=state_sharding, lr_schedule=schedule,
-      grad_accum_steps=tc.get("grad_accum_steps", 1),
-      clip_grad_norm=config.optimizer.get("clip_grad_norm", None),
-      compute_dtype=tc.get("compute_dtype", "float32"), ema_decay=ema_decay,
-      mode=tc.get("step_mode", "jit"))
+  step_kw = dict(mesh=mesh, state_sharding=state_sharding, lr_schedule=schedule,
+                 clip_grad_norm=config.optimizer.get("clip_grad_norm", None),
+                 compute_dtype=tc.get("compute_dtype", "float32"), ema_decay=ema_decay,
+                 mode=tc.get("step_mode", "jit"))
+  grad_accum = tc.get("grad_accum_steps", 1)
+  train_step = make_train_step(task.loss_fn, tx, grad_accum_steps=grad_accum, **step_kw)
   eval_fn = jax.jit(task.eval_step,
                     in_shardings=(state_sharding.params, sharding_lib.batch_sharding(mesh)),
                     out_shardings=sharding_lib.replicated(mesh))
@@ -156,10 +166,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   rows = slice(*sharding_lib.process_batch_rows(mesh, tc.batch_size))
   eval_rows = slice(*sharding_lib.process_batch_rows(mesh, eval_bs))
   abstract_state = _abstract_with_shardings(abstract_state, state_sharding)
-  compiled_step, memory = _compile_step(
-      train_step, abstract_state, _abstract_batch(task, mesh, tc.batch_size, rows), mesh, tc)
+  compiled_step, memory, flops = _compile_step(
+      train_step, abstract_state, _abstract_batch(task, mesh, tc.batch_size, rows), mesh, tc,
+      flops_step=(make_train_step(task.loss_fn, tx, donate=False, **step_kw)
+                  if grad_accum > 1 else None))
   reporter = perf.PerfReporter(
-      flops_per_step=perf.compiled_flops(compiled_step, jax.device_count()),
+      flops_per_step=flops,
       peak_tflops_per_device=(tc.get("peak_tflops", 0.0) or
                               perf.peak_tflops(jax.devices()[0].device_kind)),
       num_devices=jax.device_count(), devices=jax.local_devices())

@@ -1,11 +1,12 @@
 """Efficiency reporting: FLOPs per step, achieved TFLOP/s and MFU, device memory, a memory budget.
 
-* FLOPs come from XLA's cost analysis of the compiled train step. Under SPMD the compiled module
-  is one device's program, so the step's total is that count times the number of devices (which
-  also counts work every device repeats, e.g. a replicated optimizer update: a few FLOPs per
-  parameter, negligible next to 6 x parameters x tokens). XLA counts every op it runs, including
-  softmax, GELU and LayerNorm, so for a Transformer it sits a few percent above the analytic
-  6·N·tokens + attention count (tests/test_perf.py pins how far).
+* FLOPs come from XLA's HLO cost analysis of the train step's global (pre-partitioning) program:
+  model FLOPs for the whole batch over all devices, without work that each device repeats
+  (a replicated optimizer update) and without rematerialisation. XLA counts every op, including
+  softmax, GELU, LayerNorm and the optimizer, so for a Transformer it sits a little above the
+  analytic 6·N·tokens + attention count (1% at GPT-2 small shapes; tests/test_perf.py pins it).
+  XLA counts a while loop's body once, so with gradient accumulation (a ``lax.scan`` over k
+  micro-batches) the count is taken from the same step built with k=1: the same arithmetic.
 * MFU = achieved FLOP/s / (devices x peak FLOP/s of one device), against the dense bf16 peak of
   the device kind (``peak_tflops``) (or ``train.peak_tflops`` when set). Unknown kinds
   (CPU, other GPUs) report TFLOP/s only and say "peak unknown".
@@ -64,17 +65,29 @@ def peak_tflops(device_kind: str) -> float | None:
   return None
 
 
-def compiled_flops(compiled: jax.stages.Compiled, num_devices: int) -> float | None:
-  """Total FLOPs of one call of ``compiled`` over all devices (XLA cost analysis), or None."""
-  try:
-    cost = compiled.cost_analysis()
-  except Exception:  # noqa: BLE001  (some backends do not implement it)
-    return None
+def _flops(cost: Any) -> float | None:
   if isinstance(cost, (list, tuple)):  # older JAX: one dict per program
     cost = cost[0] if cost else None
   if not cost or cost.get("flops", -1.0) <= 0:
     return None
-  return float(cost["flops"]) * num_devices
+  return float(cost["flops"])
+
+
+def lowered_flops(lowered: jax.stages.Lowered) -> float | None:
+  """FLOPs of one call of the global program (XLA HLO cost analysis before partitioning)."""
+  try:
+    return _flops(lowered.cost_analysis())
+  except Exception:  # noqa: BLE001  (a backend without cost analysis: report n/a)
+    return None
+
+
+def compiled_flops(compiled: jax.stages.Compiled, num_devices: int) -> float | None:
+  """FLOPs of one call summed over devices (XLA cost analysis of the per-device program)."""
+  try:
+    flops = _flops(compiled.cost_analysis())
+  except Exception:  # noqa: BLE001
+    return None
+  return None if flops is None else flops * num_devices
 
 
 def peak_memory_bytes(devices: list[jax.Device]) -> int | None:
@@ -196,8 +209,8 @@ class PerfReporter:
 
   def summary(self, device_kind: str) -> str:
     """The one-off line logged before training."""
-    flops = (f"{self.flops_per_step:.4g} FLOP per step (XLA cost analysis, summed over "
-             f"{self.num_devices} device(s))" if self.flops_per_step else "FLOPs per step n/a")
+    flops = (f"{self.flops_per_step:.4g} FLOP per step (XLA cost analysis, whole batch "
+             f"over {self.num_devices} device(s))" if self.flops_per_step else "FLOPs per step n/a")
     peak = (f"peak {self.peak_tflops_per_device:g} TFLOP/s per device ({device_kind})"
             if self.peak_tflops_per_device else f"peak unknown for device kind '{device_kind}'")
     return f"{flops}; {peak}"
