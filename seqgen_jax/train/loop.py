@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import signal
+import tempfile
 import threading
 import time
 from typing import Any
@@ -34,7 +35,7 @@ from seqgen_jax.tasks.base import Task
 from seqgen_jax.train import perf
 from seqgen_jax.train import sharding as sharding_lib
 from seqgen_jax.train.checkpoint import Checkpointer
-from seqgen_jax.train.metrics import MetricWriter, Progress
+from seqgen_jax.train.metrics import MetricWriter, Progress, copy_tree
 from seqgen_jax.train.optim import build_optimizer
 from seqgen_jax.train.state import TrainState, create_train_state
 from seqgen_jax.train.step import make_train_step
@@ -87,6 +88,17 @@ def _abstract_with_shardings(abstract: PyTree, shardings: PyTree) -> PyTree:
 
 def _num_params(params: PyTree) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+def _save_assets(task: Task, wd: epath.Path) -> None:
+  """``task.save_assets`` into the workdir; tasks write local files, so a remote workdir
+  (gs://...) gets them through a local directory."""
+  if "://" not in str(wd):
+    task.save_assets(str(wd))
+    return
+  with tempfile.TemporaryDirectory() as tmp:
+    task.save_assets(tmp)
+    copy_tree(tmp, str(wd))
 
 
 def _abstract_batch(task: Task, mesh, global_batch: int, rows: slice) -> PyTree:
@@ -183,7 +195,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   config_dict = json.loads(config.to_json_best_effort())
   if is_main:
     (wd / "config.json").write_text(json.dumps(config_dict, indent=2))
-    task.save_assets(str(wd))
+    _save_assets(task, wd)
   ckpt = Checkpointer(str(wd / "checkpoints"), save_every=tc.checkpoint_every,
                       keep=tc.get("keep_checkpoints", 3),
                       async_save=tc.get("async_checkpoint", True))

@@ -26,9 +26,9 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
-from etils import epath
 
 from seqgen_jax.errors import ConfigError
+from seqgen_jax.train.metrics import copy_tree
 
 PyTree = Any
 MiB = 2**20
@@ -269,10 +269,5 @@ class StepTrace:
     jax.profiler.stop_trace()
     self.active, self.done = False, True
     if self._local != self.logdir:
-      src = epath.Path(self._local)
-      for f in src.rglob("*"):
-        if f.is_file():
-          dst = epath.Path(self.logdir) / f.relative_to(src)
-          dst.parent.mkdir(parents=True, exist_ok=True)
-          f.copy(dst, overwrite=True)
+      copy_tree(self._local, self.logdir)
     logging.info("profile written to %s", self.logdir)
