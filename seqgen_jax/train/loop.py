@@ -110,6 +110,18 @@ def _abstract_batch(task: Task, mesh, global_batch: int, rows: slice) -> PyTree:
                       local)
 
 
+def step_flops(lowered: jax.stages.Lowered, mode: str) -> float | None:
+  """FLOPs of one train step over all devices from XLA's cost analysis of the lowered step.
+
+  A jit step is lowered as the global program; a shard_map step as the per-device program
+  (which every device runs, optimizer update included), hence the device count.
+  """
+  flops = perf.lowered_flops(lowered)
+  if flops is not None and mode == "shard_map":
+    flops *= jax.device_count()
+  return flops
+
+
 def _compile_step(train_step, abstract_state: PyTree, abstract_batch: PyTree, mesh, tc, *,
                   flops_step=None) -> tuple[Any, perf.MemoryEstimate, float | None]:
   """Compiles the train step for the abstract inputs and checks the per-device memory budget.
@@ -123,7 +135,7 @@ def _compile_step(train_step, abstract_state: PyTree, abstract_batch: PyTree, me
   logging.info("compiled the train step in %.1f s", time.perf_counter() - t0)
   if flops_step is not None:
     lowered = flops_step.lower(abstract_state, abstract_batch)
-  flops = perf.lowered_flops(lowered)
+  flops = step_flops(lowered, tc.get("step_mode", "jit"))
   if flops is None:
     flops = perf.compiled_flops(compiled, jax.device_count())
   memory = perf.estimate_memory(compiled, abstract_state, abstract_batch)
