@@ -7,6 +7,7 @@
   analytic 6·N·tokens + attention count (1% at GPT-2 small shapes; tests/test_perf.py pins it).
   XLA counts a while loop's body once, so with gradient accumulation (a ``lax.scan`` over k
   micro-batches) the count is taken from the same step built with k=1: the same arithmetic.
+  A ``shard_map`` step is lowered as the per-device program; loop.step_flops scales it.
 * MFU = achieved FLOP/s / (devices x peak FLOP/s of one device), against the dense bf16 peak of
   the device kind (``peak_tflops``) (or ``train.peak_tflops`` when set). Unknown kinds
   (CPU, other GPUs) report TFLOP/s only and say "peak unknown".
