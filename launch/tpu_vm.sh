@@ -37,6 +37,8 @@ options:
   --spot                    spot (preemptible) capacity
   --queued                  create through 'gcloud compute tpus queued-resources'
   --config=PATH[:ARG]       experiment config, relative to the repository root
+  --data=gs://...           setup: also copy this directory to ~/seqgen_data on every worker
+                            (the data directory experiments.main reads by default)
   --workdir=gs://...        checkpoints, metrics, logs (must be GCS: shared by all workers and
                             kept across preemptions)
   --detach                  run: start in the background (nohup), log to ~/seqgen_run.log
@@ -54,7 +56,7 @@ COMMAND="${1:-}"
 [[ -z "$COMMAND" || "$COMMAND" == -h || "$COMMAND" == --help ]] && { usage; exit 0; }
 shift
 NAME="" ZONE="" PROJECT="" TYPE="v5litepod-8" VERSION="v2-alpha-tpuv5-lite"
-SPOT=0 QUEUED=0 CONFIG="" WORKDIR="" DETACH=0 WORKER=0 MAX_RESTARTS=20 POLL=60 DRY_RUN=0
+SPOT=0 QUEUED=0 CONFIG="" WORKDIR="" DATA="" DETACH=0 WORKER=0 MAX_RESTARTS=20 POLL=60 DRY_RUN=0
 EXTRA=()
 while (($#)); do
   case "$1" in
@@ -67,6 +69,7 @@ while (($#)); do
     --queued) QUEUED=1 ;;
     --config=*) CONFIG="${1#*=}" ;;
     --workdir=*) WORKDIR="${1#*=}" ;;
+    --data=*) DATA="${1#*=}" ;;
     --detach) DETACH=1 ;;
     --worker=*) WORKER="${1#*=}" ;;
     --max-restarts=*) MAX_RESTARTS="${1#*=}" ;;
@@ -88,6 +91,7 @@ if [[ "$COMMAND" == run || "$COMMAND" == up || "$COMMAND" == babysit ]]; then
   [[ "$WORKDIR" == gs://* ]] || die "--workdir must be a gs:// path (shared by all workers and \
 kept across preemptions), got '$WORKDIR'"
 fi
+[[ -z "$DATA" || "$DATA" == gs://* ]] || die "--data must be a gs:// directory, got '$DATA'"
 [[ "$COMMAND" != babysit || $SPOT == 1 || $QUEUED == 1 ]] || \
   echo "# note: babysit is meant for --spot or --queued TPUs; on-demand ones are not preempted" >&2
 
@@ -201,9 +205,14 @@ do_setup() {
     git -C "$REPO" ls-files -z -co --exclude-standard | tar -C "$REPO" -czf "$ARCHIVE" --null -T -
   fi
   gc_tpu scp "$ARCHIVE" "$NAME:seqgen.tar.gz" "${COMMON[@]}" --worker=all
-  gc_tpu ssh "$NAME" "${COMMON[@]}" --worker=all --command="rm -rf $REMOTE_DIR && mkdir -p \
-$REMOTE_DIR && tar -xzf ~/seqgen.tar.gz -C $REMOTE_DIR && cd $REMOTE_DIR && python3 -m pip install \
--q --upgrade pip && python3 -m pip install -q -e \".[tpu]\""
+  local install="rm -rf $REMOTE_DIR && mkdir -p $REMOTE_DIR && tar -xzf ~/seqgen.tar.gz -C \
+$REMOTE_DIR && cd $REMOTE_DIR && python3 -m pip install -q --upgrade pip && python3 -m pip install \
+-q -e \".[tpu]\""
+  if [[ -n "$DATA" ]]; then
+    install+=" && mkdir -p ~/seqgen_data && gcloud storage rsync --recursive $(quote "$DATA") \
+~/seqgen_data"
+  fi
+  gc_tpu ssh "$NAME" "${COMMON[@]}" --worker=all --command="$install"
 }
 
 do_run() {

@@ -89,7 +89,8 @@ def test_tpu_up_on_demand_prints_create_setup_run(tmp_path):
 
 def test_tpu_queued_spot_babysit_prints_one_cycle():
   lines = _lines("tpu_vm.sh", "babysit", *TPU, "--project=my-proj", "--spot", "--queued",
-                 "--accelerator-type=v6e-16", "--version=v2-alpha-tpuv6e", *RUN, *EXTRA)
+                 "--accelerator-type=v6e-16", "--version=v2-alpha-tpuv6e",
+                 "--data=gs://my-bucket/seqgen_data", *RUN, *EXTRA)
   qr = ["seqgen-v5e-qr", "--zone=us-west4-a", "--project=my-proj"]
   describe = ["gcloud", "compute", "tpus", "queued-resources", "describe", *qr,
               "--format=value(state.state)"]
@@ -102,6 +103,10 @@ def test_tpu_queued_spot_babysit_prints_one_cycle():
       ["git", "-C", str(REPO), "ls-files", "-z"], ["gcloud", "compute", "tpus", "tpu-vm", "scp"],
       SSH[:5], SSH[:5]]
   assert "--project=my-proj" in lines[5] and "--worker=all" in lines[5]
+  # --data: the datasets land in ~/seqgen_data, the data directory experiments.main defaults to.
+  assert _remote(lines[5])[-11:] == ["&&", "mkdir", "-p", "~/seqgen_data", "&&", "gcloud",
+                                     "storage", "rsync", "--recursive", "gs://my-bucket/seqgen_data",
+                                     "~/seqgen_data"]
   assert _remote(lines[-1])[6:6 + len(MAIN)] == MAIN
   out = _script("tpu_vm.sh", "babysit", *TPU, "--spot", *RUN).stdout
   assert out.splitlines()[-1] == ("# repeat until the run's output has 'done: step' (at most 20 "
