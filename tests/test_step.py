@@ -102,17 +102,36 @@ def test_grad_accumulation_equals_full_batch(mode):
 def test_fsdp_shards_params_and_matches_data_parallel():
   config = tiny_lm_config()  # Adam: its moments must be sharded like the params
   batches = _batches(config, 2)
-  dp, _ = _run(config, jax.devices(), batches)
+  dp, m_dp = _run(config, jax.devices(), batches)
   mesh, _, state, step = _setup(config, jax.devices(), fsdp=4)
+  init_params = jax.device_get(state.params)
   specs = [x.sharding.spec for x in jax.tree.leaves(state.params)]
   assert any(sharding_lib.FSDP in tuple(s) for s in specs), specs
   # Adam's moments are sharded like the params.
   mu_specs = [x.sharding.spec for x in jax.tree.leaves(state.opt_state)]
   assert sum(sharding_lib.FSDP in tuple(s) for s in mu_specs) >= 2 * sum(
       sharding_lib.FSDP in tuple(s) for s in specs)
+  # Each device really holds a quarter of every sharded array (not a replicated copy).
+  dev0 = jax.devices()[0]
+  for x in jax.tree.leaves((state.params, state.opt_state)):
+    (shard,) = [s for s in x.addressable_shards if s.device == dev0]
+    dims = [i for i, a in enumerate(x.sharding.spec) if a == sharding_lib.FSDP]
+    expected = list(x.shape)
+    for i in dims:
+      expected[i] //= 4
+    assert list(shard.data.shape) == expected
+  metrics = []
   for b in batches:
-    state, _ = step(state, sharding_lib.make_global_batch(b, mesh))
-  chex.assert_trees_all_close(dp.params, jax.device_get(state.params), rtol=1e-5, atol=1e-6)
+    state, m = step(state, sharding_lib.make_global_batch(b, mesh))
+    metrics.append(jax.device_get(m))
+  state = jax.device_get(state)
+  chex.assert_trees_all_close(dp.params, state.params, rtol=1e-5, atol=1e-6)
+  chex.assert_trees_all_close(dp.opt_state, state.opt_state, rtol=1e-5, atol=1e-7)
+  for key in ("loss", "grad_norm", "accuracy"):
+    np.testing.assert_allclose([m[key] for m in metrics], [m[key] for m in m_dp], rtol=1e-5)
+  # The params moved, so agreeing is not trivial.
+  moved = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), init_params, state.params)
+  assert max(jax.tree.leaves(moved)) > 1e-3
 
 
 def test_bf16_compute_keeps_float32_master_params():

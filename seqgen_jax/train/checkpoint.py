@@ -2,7 +2,8 @@
 
 One checkpoint holds the TrainState (params, optimizer state, EMA, RNG, step), the data
 iterator's position and the config, so a restored run continues exactly where it stopped.
-Saves are asynchronous; ``wait`` blocks until the last one is on disk.
+Saves are asynchronous; ``wait`` blocks until the last one is on disk. The directory may be
+local or remote (``gs://bucket/run/checkpoints``: orbax writes through etils.epath / tensorstore).
 """
 
 from __future__ import annotations
@@ -39,10 +40,14 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self._mngr.all_steps())
 
+  def is_due(self, step: int) -> bool:
+    """Whether ``step`` is on the save interval."""
+    return self.save_every > 0 and step % self.save_every == 0
+
   def save(self, step: int, state: PyTree, data_state: dict, config: dict, *,
            force: bool = False) -> bool:
     """Starts a save if ``step`` is on the save interval (or ``force``); returns whether it did."""
-    if not force and (self.save_every <= 0 or step % self.save_every):
+    if not force and not self.is_due(step):
       return False
     return self._mngr.save(
         step,

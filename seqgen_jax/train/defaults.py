@@ -30,6 +30,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.optimizer.b2 = 0.99
   c.optimizer.eps = 1e-8
   c.optimizer.weight_decay = 0.1
+  c.optimizer.momentum = 0.0  # sgd only; 0: none
+  c.optimizer.nesterov = False  # sgd only
   c.optimizer.clip_grad_norm = 1.0  # None: no clipping
 
   c.train = ml_collections.ConfigDict()
@@ -46,6 +48,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 500
   c.train.keep_checkpoints = 3
   c.train.async_checkpoint = True
+  # Scale-out and efficiency (seqgen_jax/train/perf.py):
+  c.train.profile_steps = ()  # (first, last): jax.profiler trace of those steps -> workdir/profile
+  c.train.peak_tflops = 0.0  # peak TFLOP/s of one device for MFU; 0: from the device-kind table
+  c.train.device_memory_budget_gib = 0.0  # >0: refuse a step that needs more per device
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 0  # 0: train.batch_size

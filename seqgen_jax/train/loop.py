@@ -1,10 +1,13 @@
 """train_and_evaluate: the training loop shared by every task and model family.
 
 Order of work: validate the config and find the data (bad input fails here, before anything is
-written) -> mesh, task, optimizer -> abstract state via ``jax.eval_shape`` -> restore the latest
-checkpoint or initialise with a jitted init that has ``out_shardings`` -> train, logging, eval,
-sampling and checkpointing on their intervals -> a final checkpoint. SIGTERM / SIGINT (and JAX's
-multi-host preemption notice) make the loop save the current step and return normally.
+written) -> mesh, task, optimizer -> abstract state via ``jax.eval_shape`` -> compile the train
+step ahead of time (its FLOPs and memory are known before anything is allocated; a configured
+per-device memory budget is checked here) -> restore the latest checkpoint or initialise with a
+jitted init that has ``out_shardings`` -> train, logging (with TFLOP/s, MFU and peak memory),
+eval, sampling, profiling and checkpointing on their intervals -> a final checkpoint. SIGTERM /
+SIGINT (and JAX's multi-host preemption notice) make the loop save the current step and return
+normally.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import signal
+import tempfile
 import threading
 import time
 from typing import Any
@@ -28,9 +32,10 @@ import seqgen_jax.tasks  # noqa: F401  (registers the tasks)
 from seqgen_jax.data.pipeline import StepIterator
 from seqgen_jax.registry import TASKS
 from seqgen_jax.tasks.base import Task
+from seqgen_jax.train import perf
 from seqgen_jax.train import sharding as sharding_lib
 from seqgen_jax.train.checkpoint import Checkpointer
-from seqgen_jax.train.metrics import MetricWriter, Progress
+from seqgen_jax.train.metrics import MetricWriter, Progress, copy_tree
 from seqgen_jax.train.optim import build_optimizer
 from seqgen_jax.train.state import TrainState, create_train_state
 from seqgen_jax.train.step import make_train_step
@@ -85,6 +90,66 @@ def _num_params(params: PyTree) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 
 
+def _save_assets(task: Task, wd: epath.Path) -> None:
+  """``task.save_assets`` into the workdir; tasks write local files, so a remote workdir
+  (gs://...) gets them through a local directory."""
+  if "://" not in str(wd):
+    task.save_assets(str(wd))
+    return
+  with tempfile.TemporaryDirectory() as tmp:
+    task.save_assets(tmp)
+    copy_tree(tmp, str(wd))
+
+
+def _abstract_batch(task: Task, mesh, global_batch: int, rows: slice) -> PyTree:
+  """Global shapes and shardings of a training batch (read off this process's first rows)."""
+  local = task.train_source().batch(0, rows)
+  sharding = sharding_lib.batch_sharding(mesh)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct((global_batch, *np.shape(x)[1:]),
+                                                     np.asarray(x).dtype, sharding=sharding),
+                      local)
+
+
+def step_flops(lowered: jax.stages.Lowered, mode: str) -> float | None:
+  """FLOPs of one train step over all devices from XLA's cost analysis of the lowered step.
+
+  A jit step is lowered as the global program; a shard_map step as the per-device program
+  (which every device runs, optimizer update included), hence the device count.
+  """
+  flops = perf.lowered_flops(lowered)
+  if flops is not None and mode == "shard_map":
+    flops *= jax.device_count()
+  return flops
+
+
+def _compile_step(train_step, abstract_state: PyTree, abstract_batch: PyTree, mesh, tc, *,
+                  flops_step=None) -> tuple[Any, perf.MemoryEstimate, float | None]:
+  """Compiles the train step for the abstract inputs and checks the per-device memory budget.
+
+  Returns (compiled step, memory estimate, FLOPs per step). ``flops_step``: the same step built
+  without gradient accumulation, whose FLOPs XLA counts in full (see perf.py).
+  """
+  t0 = time.perf_counter()
+  lowered = train_step.lower(abstract_state, abstract_batch)
+  compiled = lowered.compile()
+  logging.info("compiled the train step in %.1f s", time.perf_counter() - t0)
+  if flops_step is not None:
+    lowered = flops_step.lower(abstract_state, abstract_batch)
+  flops = step_flops(lowered, tc.get("step_mode", "jit"))
+  if flops is None:
+    flops = perf.compiled_flops(compiled, jax.device_count())
+  memory = perf.estimate_memory(compiled, abstract_state, abstract_batch)
+  budget = tc.get("device_memory_budget_gib", 0.0)
+  if budget and memory.total > budget * perf.GiB:
+    n = jax.device_count()
+    full_mesh = sharding_lib.make_mesh(n)
+    full = perf.shard_bytes(_abstract_with_shardings(
+        abstract_state, sharding_lib.state_shardings(abstract_state, full_mesh)))
+    perf.check_memory_budget(memory, budget, fully_sharded_state=full,
+                             fsdp=mesh.shape[sharding_lib.FSDP], num_devices=n)
+  return compiled, memory, flops
+
+
 def evaluate(task: Task, eval_fn, params: PyTree, mesh, rows: slice) -> dict[str, float]:
   """Runs ``task.eval_step`` over the task's eval batches and returns ``task.finalize_eval``."""
   source, num_batches = task.eval_source()
@@ -112,15 +177,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   rng = jax.random.PRNGKey(tc.seed)
   abstract_state = jax.eval_shape(init_fn, rng)
   state_sharding = sharding_lib.state_shardings(abstract_state, mesh)
-  train_step = make_train_step(
-      task.loss_fn, tx, mesh=mesh, state_sharding=state_sharding, lr_schedule=schedule,
-      grad_accum_steps=tc.get("grad_accum_steps", 1),
-      clip_grad_norm=config.optimizer.get("clip_grad_norm", None),
-      compute_dtype=tc.get("compute_dtype", "float32"), ema_decay=ema_decay,
-      mode=tc.get("step_mode", "jit"))
+  step_kw = dict(mesh=mesh, state_sharding=state_sharding, lr_schedule=schedule,
+                 clip_grad_norm=config.optimizer.get("clip_grad_norm", None),
+                 compute_dtype=tc.get("compute_dtype", "float32"), ema_decay=ema_decay,
+                 mode=tc.get("step_mode", "jit"))
+  grad_accum = tc.get("grad_accum_steps", 1)
+  train_step = make_train_step(task.loss_fn, tx, grad_accum_steps=grad_accum, **step_kw)
   eval_fn = jax.jit(task.eval_step,
                     in_shardings=(state_sharding.params, sharding_lib.batch_sharding(mesh)),
                     out_shardings=sharding_lib.replicated(mesh))
+  profile_steps = perf.check_profile_steps(tc.get("profile_steps", ()), tc.num_steps)
+  rows = slice(*sharding_lib.process_batch_rows(mesh, tc.batch_size))
+  eval_rows = slice(*sharding_lib.process_batch_rows(mesh, eval_bs))
+  abstract_state = _abstract_with_shardings(abstract_state, state_sharding)
+  compiled_step, memory, flops = _compile_step(
+      train_step, abstract_state, _abstract_batch(task, mesh, tc.batch_size, rows), mesh, tc,
+      flops_step=(make_train_step(task.loss_fn, tx, donate=False, **step_kw)
+                  if grad_accum > 1 else None))
+  reporter = perf.PerfReporter(
+      flops_per_step=flops,
+      peak_tflops_per_device=(tc.get("peak_tflops", 0.0) or
+                              perf.peak_tflops(jax.devices()[0].device_kind)),
+      num_devices=jax.device_count(), devices=jax.local_devices())
 
   # ------------------------------------------------ workdir, checkpoints, metrics
   is_main = jax.process_index() == 0
@@ -129,19 +207,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   config_dict = json.loads(config.to_json_best_effort())
   if is_main:
     (wd / "config.json").write_text(json.dumps(config_dict, indent=2))
-    task.save_assets(str(wd))
+    _save_assets(task, wd)
   ckpt = Checkpointer(str(wd / "checkpoints"), save_every=tc.checkpoint_every,
                       keep=tc.get("keep_checkpoints", 3),
                       async_save=tc.get("async_checkpoint", True))
   writer = MetricWriter(str(wd), enabled=is_main)
-  rows = slice(*sharding_lib.process_batch_rows(mesh, tc.batch_size))
-  eval_rows = slice(*sharding_lib.process_batch_rows(mesh, eval_bs))
   data_iter = StepIterator(task.train_source(), rows=rows)
+  trace = perf.StepTrace(profile_steps, str(wd / "profile"))
 
   latest = ckpt.latest_step()
   if latest is not None:
-    state, data_state = ckpt.restore(latest, _abstract_with_shardings(abstract_state,
-                                                                      state_sharding))
+    state, data_state = ckpt.restore(latest, abstract_state)
     data_iter.set_state(data_state)
     logging.info("restored checkpoint at step %d from %s", latest, ckpt.directory)
   else:
@@ -151,6 +227,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   logging.info("task %s, model %s: %s parameters; mesh %s over %d devices (%d processes)",
                config.task, config.model.name, f"{_num_params(state.params):,}",
                dict(mesh.shape), jax.device_count(), jax.process_count())
+  logging.info("process %d of %d loads rows [%d, %d) of each global batch of %d",
+               jax.process_index(), jax.process_count(), rows.start, rows.stop, tc.batch_size)
+  logging.info("train step: %s; memory %s", reporter.summary(jax.devices()[0].device_kind),
+               memory.describe())
+  writer.write_scalars(step, "perf", {
+      "flops_per_step": reporter.flops_per_step or 0.0,
+      "peak_tflops_per_device": reporter.peak_tflops_per_device or 0.0,
+      "num_devices": jax.device_count(), "state_mib_per_device": memory.state / perf.MiB,
+      "step_mib_per_device": memory.total / perf.MiB})
 
   def run_eval_and_sample(at_step: int, *, eval_now: bool, sample_now: bool) -> None:
     if eval_now:
@@ -179,21 +264,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   with _StopRequest() as stop:
     while step < tc.num_steps:
       batch = sharding_lib.make_global_batch(next(data_iter), mesh)
-      state, metrics = train_step(state, batch)
+      trace.before_step(step + 1)
+      state, metrics = compiled_step(state, batch)
       step += 1
+      trace.after_step(step, state)
       pending.append(metrics)
       if every(tc.log_every, step) or step == tc.num_steps:
         host = jax.device_get(pending)
         means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
         pending = []
-        line, rate = progress.line(step, means)
-        logging.info(line)
-        writer.write_scalars(step, "train", {**means, "steps_per_s": rate})
-      run_eval_and_sample(step, eval_now=every(tc.eval_every, step),
-                          sample_now=every(tc.get("sample_every", 0), step))
-      if ckpt.save(step, state, data_iter.get_state(), config_dict):
-        last_saved = step
+        rate = progress.rate(step)
+        perf_scalars = reporter.scalars(rate)
+        logging.info(progress.format(step, means, rate, reporter.line(perf_scalars)))
+        writer.write_scalars(step, "train", {**means, "steps_per_s": rate, **perf_scalars})
+      eval_now = every(tc.eval_every, step)
+      sample_now = every(tc.get("sample_every", 0), step)
+      if eval_now or sample_now or ckpt.is_due(step):
+        # Time spent on evaluation, sampling and saving is left out of steps/s and TFLOP/s.
+        jax.block_until_ready(state)
+        t0 = time.perf_counter()
+        run_eval_and_sample(step, eval_now=eval_now, sample_now=sample_now)
+        if ckpt.save(step, state, data_iter.get_state(), config_dict):
+          last_saved = step
+        progress.exclude(time.perf_counter() - t0)
       if _should_stop(stop, ckpt, step):
+        trace.stop(state)
         if last_saved != step:
           ckpt.save(step, state, data_iter.get_state(), config_dict, force=True)
           last_saved = step
@@ -204,6 +299,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         ckpt.close()
         return state
 
+  trace.stop(state)
   if step == tc.num_steps:
     run_eval_and_sample(step, eval_now=not every(tc.eval_every, step),
                         sample_now=not every(tc.get("sample_every", 0), step))

@@ -3,20 +3,27 @@
 The event files are written directly in TensorBoard's record format (length, masked CRC32C,
 serialized ``Event`` protobuf, masked CRC32C). The few protobuf messages needed (scalars, images,
 text) are encoded by hand below, so the only dependency is the standard library.
+
+A remote workdir (``gs://...``; objects there cannot be appended to) is mirrored: files are
+written to a local directory and copied over (through etils.epath) at most once a minute and on
+close; an existing remote ``metrics.jsonl`` is fetched first, so a resumed run continues it.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
 import struct
+import tempfile
 import time
 import zlib
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from etils import epath
 
 # --------------------------------------------------------------------------- protobuf encoding
 
@@ -146,9 +153,12 @@ def encode_png(image: np.ndarray) -> bytes:
 class TensorBoardWriter:
   """Appends scalars, images and text to a TensorBoard event file in ``logdir``."""
 
+  _opened = itertools.count()  # distinct file names for writers opened in the same second
+
   def __init__(self, logdir: str):
     os.makedirs(logdir, exist_ok=True)
-    name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
+    name = (f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}."
+            f"{next(self._opened)}")
     self.path = os.path.join(logdir, name)
     self._f = open(self.path, "ab")
     self._f.write(_record(_event(0, file_version="brain.Event:2")))
@@ -177,16 +187,35 @@ class TensorBoardWriter:
     self._f.close()
 
 
-class MetricWriter:
-  """Writes metrics to TensorBoard and to ``metrics.jsonl``; a no-op on non-zero processes."""
+def copy_tree(local_dir: str, dest: str) -> None:
+  """Copies every file under ``local_dir`` to the same relative path under ``dest`` (any epath,
+  e.g. gs://...), overwriting."""
+  for root, _, files in os.walk(local_dir):
+    for name in files:
+      dst = epath.Path(dest) / os.path.relpath(os.path.join(root, name), local_dir)
+      dst.parent.mkdir(parents=True, exist_ok=True)
+      epath.Path(os.path.join(root, name)).copy(dst, overwrite=True)
 
-  def __init__(self, workdir: str, *, enabled: bool = True):
+
+class MetricWriter:
+  """Writes metrics to TensorBoard and to ``metrics.jsonl``; a no-op on non-zero processes.
+
+  ``workdir`` may be remote (``gs://...``): see the module docstring.
+  """
+
+  def __init__(self, workdir: str, *, enabled: bool = True, sync_every_s: float = 60.0):
     self.enabled = enabled
     self.workdir = workdir
+    self.remote = "://" in workdir
+    self.sync_every_s = sync_every_s
+    self._synced = time.monotonic()
     if not enabled:
       return
-    self.tb = TensorBoardWriter(os.path.join(workdir, "tensorboard"))
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    self.local = tempfile.mkdtemp(prefix="seqgen_metrics_") if self.remote else workdir
+    if self.remote and (epath.Path(workdir) / "metrics.jsonl").exists():
+      (epath.Path(workdir) / "metrics.jsonl").copy(os.path.join(self.local, "metrics.jsonl"))
+    self.tb = TensorBoardWriter(os.path.join(self.local, "tensorboard"))
+    self._jsonl = open(os.path.join(self.local, "metrics.jsonl"), "a")
 
   def write_scalars(self, step: int, split: str, scalars: Mapping[str, Any]) -> None:
     if not self.enabled:
@@ -207,20 +236,29 @@ class MetricWriter:
     if not self.enabled:
       return None
     self.tb.image(step, tag, image)
-    self.flush()
-    os.makedirs(os.path.join(self.workdir, "samples"), exist_ok=True)
-    path = os.path.join(self.workdir, "samples", f"{tag.replace('/', '_')}_{step}.png")
-    with open(path, "wb") as f:
+    name = f"{tag.replace('/', '_')}_{step}.png"
+    os.makedirs(os.path.join(self.local, "samples"), exist_ok=True)
+    with open(os.path.join(self.local, "samples", name), "wb") as f:
       f.write(encode_png(np.asarray(image)))
-    return path
+    self.flush()
+    return os.path.join(self.workdir, "samples", name)
 
-  def flush(self) -> None:
-    if self.enabled:
-      self.tb.flush()
-      self._jsonl.flush()
+  def flush(self, *, sync: bool = False) -> None:
+    """Flushes the local files; a remote workdir gets a copy if a minute passed (or ``sync``)."""
+    if not self.enabled:
+      return
+    self.tb.flush()
+    self._jsonl.flush()
+    if self.remote and (sync or time.monotonic() - self._synced >= self.sync_every_s):
+      self._push()
+
+  def _push(self) -> None:
+    copy_tree(self.local, self.workdir)
+    self._synced = time.monotonic()
 
   def close(self) -> None:
     if self.enabled:
+      self.flush(sync=True)
       self.tb.close()
       self._jsonl.close()
 
@@ -233,20 +271,36 @@ def _fmt_duration(seconds: float) -> str:
 
 
 class Progress:
-  """Formats the one-line console progress: step, loss, steps/s, ETA."""
+  """Formats the one-line console progress: step, loss, steps/s, ETA (and an optional extra)."""
 
   def __init__(self, total_steps: int, start_step: int = 0):
     self.total = total_steps
     self._t = time.perf_counter()
     self._step = start_step
 
-  def line(self, step: int, metrics: Mapping[str, float]) -> tuple[str, float]:
-    """Returns (the progress line, steps/s since the previous call)."""
+  def exclude(self, seconds: float) -> None:
+    """Leaves ``seconds`` of non-training work (eval, sampling, saving) out of steps/s."""
+    self._t += seconds
+
+  def rate(self, step: int) -> float:
+    """Steps/s since the previous call (or since start), and restarts the clock."""
     now = time.perf_counter()
     rate = (step - self._step) / max(now - self._t, 1e-9)
     self._t, self._step = now, step
+    return rate
+
+  def format(self, step: int, metrics: Mapping[str, float], rate: float,
+             extra: str | None = None) -> str:
+    """The progress line for ``step`` at ``rate`` steps/s; ``extra`` goes before steps/s."""
     eta = (self.total - step) / rate if rate > 0 else float("inf")
     parts = [f"step {step}/{self.total}"]
     parts += [f"{k} {v:.4g}" for k, v in metrics.items()]
+    if extra:
+      parts.append(extra)
     parts += [f"{rate:.2f} steps/s", f"ETA {_fmt_duration(eta) if eta != float('inf') else '?'}"]
-    return " | ".join(parts), rate
+    return " | ".join(parts)
+
+  def line(self, step: int, metrics: Mapping[str, float]) -> tuple[str, float]:
+    """Returns (the progress line, steps/s since the previous call)."""
+    rate = self.rate(step)
+    return self.format(step, metrics, rate), rate

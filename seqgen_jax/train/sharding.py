@@ -48,17 +48,41 @@ def _launched_as_several_processes() -> bool:
   return False
 
 
-def maybe_initialize_distributed(mode: str = "auto") -> None:
+def maybe_initialize_distributed(mode: str = "auto", *, coordinator_address: str | None = None,
+                                 num_processes: int | None = None,
+                                 process_id: int | None = None) -> None:
   """Calls ``jax.distributed.initialize()`` when launched as several processes.
 
   Args:
-    mode: "auto" (initialise when the environment shows a multi-process launch), "on" (always)
-      or "off" (never). Must run before anything touches a JAX device.
+    mode: "auto" (initialise when the environment or the arguments show a multi-process launch),
+      "on" (always) or "off" (never). Must run before anything touches a JAX device.
+    coordinator_address: "host:port" of process 0's coordinator; None: from the environment
+      (``JAX_COORDINATOR_ADDRESS``, SLURM, Open MPI, Cloud TPU metadata).
+    num_processes, process_id: this launch's size and this process's rank; None: detected from
+      the environment as above. Give all three to launch by hand (e.g. several processes on one
+      machine, each with its own CPU devices).
+
+  With several processes on CPU, cross-process collectives go through gloo (JAX's default CPU
+  collectives since 0.5; set here explicitly in case an older default is in force).
   """
   if mode not in ("auto", "on", "off"):
     raise ConfigError(f"unknown distributed mode '{mode}'; choose one of: auto, on, off")
-  if mode == "on" or (mode == "auto" and _launched_as_several_processes()):
-    jax.distributed.initialize()
+  explicit = {"coordinator_address": coordinator_address, "num_processes": num_processes,
+              "process_id": process_id}
+  given = [k for k, v in explicit.items() if v is not None]
+  if given and mode == "off":
+    raise ConfigError(f"--{given[0]} was given but --distributed=off")
+  if given and len(given) != 3:
+    missing = ", ".join(f"--{k}" for k, v in explicit.items() if v is None)
+    raise ConfigError(f"a hand-made multi-process launch needs --coordinator_address, "
+                      f"--num_processes and --process_id together; missing {missing}")
+  if num_processes is not None and not 0 <= process_id < num_processes:
+    raise ConfigError(f"--process_id={process_id} must be in [0, --num_processes="
+                      f"{num_processes})")
+  if mode == "on" or (mode == "auto" and (given or _launched_as_several_processes())):
+    if getattr(jax.config, "jax_cpu_collectives_implementation", "gloo") is None:
+      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(**explicit)
     logging.info("jax.distributed initialised: process %d of %d, %d local / %d global devices",
                  jax.process_index(), jax.process_count(), jax.local_device_count(),
                  jax.device_count())
