@@ -41,14 +41,19 @@ DIVERGENCES = ("exact", "hutchinson")
 PROBES = ("rademacher", "gaussian")
 
 
-def _exact_divergence(fn, x: jax.Array, t_B: jax.Array) -> jax.Array:
-  """tr(d fn / dx) per example, from the per-example Jacobian (fn must not mix examples)."""
-  def one(x_i, t_i):
+def _exact_divergence(drift_for, x: jax.Array, t_B: jax.Array, cond: Any) -> jax.Array:
+  """tr(d drift / dx) per example, from each example's own D x D Jacobian.
+
+  ``drift_for(cond)`` builds the drift for a conditioning batch; each example is run alone with
+  its own slice of ``cond``, so the network must not mix examples (no batch statistics).
+  """
+  def one(x_i, t_i, c_i):
+    fn = drift_for(jax.tree.map(lambda c: c[None], c_i))
     jac = jax.jacfwd(lambda y: fn(y[None], t_i[None])[0])(x_i)
     d = x_i.size
     return jnp.trace(jac.reshape(d, d))
 
-  return jax.vmap(one)(x, t_B)
+  return jax.vmap(one)(x, t_B, cond)
 
 
 def _hutchinson_divergence(fn, x: jax.Array, t_B: jax.Array, probes: jax.Array) -> jax.Array:
@@ -74,7 +79,9 @@ def log_likelihood(model_fn: process.ModelFn, sde: VPSDE | VESDE, x_BHWC: jax.Ar
     raise ConfigError(f"unknown probe '{probe}'; choose one of: {', '.join(PROBES)}")
   if num_probes < 1:
     raise ConfigError(f"num_probes must be >= 1, got {num_probes}")
-  drift = probability_flow_drift(sde, score_fn_from_model(model_fn, sde, prediction, cond))
+  drift_for = lambda c: probability_flow_drift(sde, score_fn_from_model(model_fn, sde,
+                                                                       prediction, c))
+  drift = drift_for(cond)
   x = x_BHWC.astype(jnp.float32)
   b = x.shape[0]
   if probe == "rademacher":
@@ -86,7 +93,7 @@ def log_likelihood(model_fn: process.ModelFn, sde: VPSDE | VESDE, x_BHWC: jax.Ar
     y, _ = state
     t_B = jnp.full((b,), t)
     if divergence == "exact":
-      div_B = _exact_divergence(drift, y, t_B)
+      div_B = _exact_divergence(drift_for, y, t_B, cond)
     else:
       div_B = _hutchinson_divergence(drift, y, t_B, probes)
     return drift(y, t_B), div_B

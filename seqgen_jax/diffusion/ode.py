@@ -105,6 +105,8 @@ def ode_sample(model_fn: process.ModelFn, sde: VPSDE | VESDE, shape: tuple[int, 
   score_fn = score_fn_from_model(model_fn, sde, prediction, cond)
   drift = probability_flow_drift(sde, score_fn)
   rng, k0 = jax.random.split(rng)
+  if x_start is not None and tuple(x_start.shape) != tuple(shape):
+    raise ConfigError(f"x_start has shape {tuple(x_start.shape)}, expected {tuple(shape)}")
   x = sde.prior_sample(k0, shape) if x_start is None else x_start.astype(jnp.float32)
   b = shape[0]
   hook_keys = jax.random.split(rng, num_steps + 1)

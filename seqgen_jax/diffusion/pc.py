@@ -117,6 +117,8 @@ def pc_sample(model_fn: process.ModelFn, sde: VPSDE | VESDE, shape: tuple[int, .
   if t_start is not None and x_start is None:
     raise ConfigError("t_start needs x_start (a sample of the marginal at t_start)")
   rng, k0 = jax.random.split(rng)
+  if x_start is not None and tuple(x_start.shape) != tuple(shape):
+    raise ConfigError(f"x_start has shape {tuple(x_start.shape)}, expected {tuple(shape)}")
   x = sde.prior_sample(k0, shape) if x_start is None else x_start.astype(jnp.float32)
   b = shape[0]
 
