@@ -71,7 +71,7 @@ def test_label_dropout_rate_and_null_class():
 MASK = jnp.asarray(np.array([1, 0, 1, 0], bool).reshape(1, *SHAPE))
 X_KNOWN = jnp.broadcast_to(jnp.asarray([0.9, 0.0, -0.3, 0.0], jnp.float32).reshape(1, *SHAPE),
                            (64, *SHAPE))
-VP = sde.VPSDE(num_steps=100)
+VP = sde.VPSDE(num_steps=30)
 
 INPAINTERS = {
     "ddpm_repaint": (samplers.ddpm_sample, LIN, {"num_steps": 50, "resample": 3}),

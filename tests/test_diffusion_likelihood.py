@@ -48,18 +48,17 @@ def test_exact_divergence_log_likelihood_matches_the_closed_form(name):
 
 
 def test_hutchinson_estimate_is_unbiased():
-  """Each row gets its own Rademacher probe: the mean over 256 copies of a point is within
+  """Each row gets its own Rademacher probe: the mean over 200 copies of a point is within
   5 standard errors (from the rows' spread) of the exact-divergence value."""
   s = sde.VPSDE()
-  reps = 256
-  x = jnp.repeat(_points(2, seed=2), reps, axis=0)
+  reps = 200
+  x = jnp.repeat(_points(1, seed=2), reps, axis=0)
   run = jax.jit(lambda r, div: likelihood.log_likelihood(
       sde_model(s), s, x, r, num_steps=10, method="rk4", divergence=div)[0], static_argnums=1)
-  exact = np.asarray(run(jax.random.PRNGKey(0), "exact")).reshape(2, reps)
-  est = np.asarray(run(jax.random.PRNGKey(1), "hutchinson"), np.float64).reshape(2, reps)
-  assert est.std(axis=1).min() > 1e-3  # the probes really differ
-  se = est.std(axis=1, ddof=1) / math.sqrt(reps)
-  np.testing.assert_array_less(np.abs(est.mean(axis=1) - exact[:, 0]), 5 * se)
+  exact = float(run(jax.random.PRNGKey(0), "exact")[0])
+  est = np.asarray(run(jax.random.PRNGKey(1), "hutchinson"), np.float64)
+  assert est.std() > 1e-3  # the probes really differ
+  assert abs(est.mean() - exact) < 5 * est.std(ddof=1) / math.sqrt(reps)
 
 
 def test_bits_per_dim_of_a_uniform_density_is_eight_bits():

@@ -114,8 +114,13 @@ def _initial(shape: tuple[int, ...], rng: jax.Array, x_start: jax.Array | None
 
 def _scan_single_steps(step: Callable, model_fn: process.ModelFn, schedule: DiscreteSchedule,
                        x: jax.Array, ts: np.ndarray, rng: jax.Array, cond: Any,
-                       post_step: PostStep | None, resample: int) -> jax.Array:
-  """Runs a stateless step rule over ``ts`` under one lax.scan (with RePaint resampling)."""
+                       post_step: PostStep | None, resample: int,
+                       draw_noise: bool = True) -> jax.Array:
+  """Runs a stateless step rule over ``ts`` under one lax.scan (with RePaint resampling).
+
+  ``draw_noise=False`` (deterministic DDIM) hands the step zeros instead of drawing noise it
+  would multiply by 0.
+  """
   if resample < 1:
     raise ConfigError(f"resample must be >= 1, got {resample}")
   t_prev = np.append(ts[1:], -1).astype(np.int32)
@@ -124,8 +129,9 @@ def _scan_single_steps(step: Callable, model_fn: process.ModelFn, schedule: Disc
   def transition(x_t, t, tp, key):
     k_noise, k_hook = jax.random.split(key)
     pred = model_fn(x_t, jnp.full((b,), t, jnp.int32), cond).astype(jnp.float32)
-    x_p, _ = step(pred, x_t, t, tp, jax.random.normal(k_noise, x_t.shape, jnp.float32),
-                  schedule)
+    noise = (jax.random.normal(k_noise, x_t.shape, jnp.float32) if draw_noise
+             else jnp.zeros_like(x_t))
+    x_p, _ = step(pred, x_t, t, tp, noise, schedule)
     if post_step is not None:
       x_p = post_step(x_p, *schedule.alpha_sigma(tp), k_hook)
     return x_p
@@ -184,7 +190,9 @@ def ddim_sample(model_fn: process.ModelFn, schedule: DiscreteSchedule, shape: tu
   ts = resolve_timesteps(schedule, num_steps, timesteps, spacing)
   x, rng = _initial(shape, rng, x_start)
   step = functools.partial(ddim_step, prediction=prediction, eta=eta, clip_x0=clip_x0)
-  return _scan_single_steps(step, model_fn, schedule, x, ts, rng, cond, post_step, resample)
+  deterministic = isinstance(eta, (int, float)) and eta == 0
+  return _scan_single_steps(step, model_fn, schedule, x, ts, rng, cond, post_step, resample,
+                            draw_noise=not deterministic)
 
 
 @SAMPLERS.register("dpm_solver_2m")
