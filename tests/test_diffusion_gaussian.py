@@ -179,3 +179,32 @@ def test_langevin_corrector_alone_samples_the_marginal():
   # snr rule sets e = 2 (r |z| / |s|)^2 ~ 2 r^2 D / tr(C^-1) (C = Sigma + sigma_t^2 I here), so
   # the inflation is at most r^2 D / (lam_min tr(C^-1)) < r^2 = 0.0225 of the largest variance.
   check_moments(x, 0.0225 * np.max(np.diag(cov)), mean, cov)
+
+
+def test_sampling_loops_trace_the_network_a_fixed_number_of_times():
+  """One lax.scan per loop: the network is traced per solver stage, never per step."""
+  calls = []
+
+  def counting(model_fn):
+    def fn(x, t, cond):
+      calls.append(1)
+      return model_fn(x, t, cond)
+    return fn
+
+  cases = [
+      (lambda n: samplers.ddpm_sample(counting(discrete_model(LIN)), LIN, (2, *SHAPE),
+                                      jax.random.PRNGKey(0), num_steps=n), 1),
+      (lambda n: samplers.ddim_sample(counting(discrete_model(LIN)), LIN, (2, *SHAPE),
+                                      jax.random.PRNGKey(0), num_steps=n), 1),
+      (lambda n: samplers.dpm_solver_2m_sample(counting(discrete_model(LIN)), LIN, (2, *SHAPE),
+                                               jax.random.PRNGKey(0), num_steps=n), 1),
+      (lambda n: pc.pc_sample(counting(sde_model(sde.VPSDE(num_steps=n))),
+                              sde.VPSDE(num_steps=n), (2, *SHAPE), jax.random.PRNGKey(0)), 2),
+      (lambda n: ode.ode_sample(counting(sde_model(VP)), VP, (2, *SHAPE), jax.random.PRNGKey(0),
+                                num_steps=n, method="rk4"), 4),
+  ]
+  for run, per_loop in cases:
+    for n in (5, 50):
+      calls.clear()
+      jax.make_jaxpr(functools.partial(run, n))()
+      assert len(calls) == per_loop, (n, len(calls))
