@@ -8,17 +8,15 @@ the exact reference for our float32 steps (tolerance: 2e-5 of the output's scale
 runs diffusers' own float32 schedule, with the looser tolerance that its rounding needs.
 """
 
+import diffusers
+import diffusers.schedulers.scheduling_ddpm as diffusers_ddpm
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("diffusers")
-import diffusers  # noqa: E402
-import diffusers.schedulers.scheduling_ddpm as diffusers_ddpm  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-from seqgen_jax.diffusion import process, samplers, schedules  # noqa: E402
+from seqgen_jax.diffusion import process, samplers, schedules
 
 DIFFUSERS_PRED = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
 DIFFUSERS_SCHEDULE = {"linear": "linear", "cosine": "squaredcos_cap_v2",
