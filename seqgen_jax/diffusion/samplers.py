@@ -1,0 +1,248 @@
+"""Discrete-time samplers: ancestral DDPM, DDIM and DPM-Solver++(2M), each one compiled loop.
+
+Every sampler starts from x_T ~ N(0, I) (or ``x_start``), walks a descending sequence of training
+timesteps t_0 > t_1 > .. > t_{n-1} and finishes with a step to the clean data (written t = -1,
+abar = 1). The whole walk is one ``lax.scan``; nothing loops over steps in Python, so a jitted
+sampler compiles once. Any network plugs in as ``model_fn(x_BHWC, t_B, cond) -> prediction`` with
+``prediction`` in eps | x0 | v (t_B holds integer timesteps).
+
+Update rules (abar_s at the current step s, abar_t at the next one, beta = 1 - abar_s / abar_t):
+
+* DDPM (Ho et al. 2020, eq. 7; strided as in Nichol & Dhariwal 2021 when the sequence skips
+  steps): x_t = sqrt(abar_t) beta / (1 - abar_s) x0 + sqrt(1 - beta) (1 - abar_t) / (1 - abar_s)
+  x_s + std z, with variance beta~ = (1 - abar_t) / (1 - abar_s) beta (``fixed_small``, the
+  posterior variance) or beta (``fixed_large``). The last step adds no noise (Ho et al., Alg. 2).
+* DDIM (Song et al. 2021, eq. 12): x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t - std^2) eps + std z,
+  std = eta sqrt((1 - abar_t) / (1 - abar_s) beta); eta = 0 is deterministic, eta = 1 is DDPM.
+* DPM-Solver++(2M) (Lu et al. 2022, alg. 2): multistep second order in lambda = log(alpha /
+  sigma) on the data prediction; first order (= DDIM) on the first step and on the last one
+  to sigma = 0, as in diffusers' ``DPMSolverMultistepScheduler``.
+
+``clip_x0=r`` clips the predicted x0 to [-r, r] before the update (Ho et al. clip pixels to
+[-1, 1]); DDIM then re-derives eps from the clipped x0 (as guided-diffusion does). Samplers take an
+optional ``post_step(x, alpha, sigma, key) -> x`` hook, called after every step with the noise
+level just reached; inpainting (seqgen_jax.diffusion.editing) uses it. DDPM and DDIM also take
+``resample=U`` for RePaint's resampling (Lugmayr et al. 2022): each step is repeated U times,
+re-noising x_t -> x_s in between.
+
+Axis key: B batch, H height, W width, C channels.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seqgen_jax.diffusion import process
+from seqgen_jax.diffusion.schedules import DiscreteSchedule, check_timesteps, make_timesteps
+from seqgen_jax.errors import ConfigError
+from seqgen_jax.registry import Registry
+
+PostStep = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
+VARIANCES = ("fixed_small", "fixed_large")
+
+
+def _clip(x0: jax.Array, clip_x0: float | None) -> jax.Array:
+  return x0 if clip_x0 is None else jnp.clip(x0, -clip_x0, clip_x0)
+
+
+def ddpm_step(pred: jax.Array, x_t: jax.Array, t: jax.Array, t_prev: jax.Array,
+              noise: jax.Array, schedule: DiscreteSchedule, *, prediction: str = "eps",
+              variance: str = "fixed_small", clip_x0: float | None = None
+              ) -> tuple[jax.Array, jax.Array]:
+  """One ancestral step t -> t_prev (t_prev = -1: the clean data); returns (x_prev, x0_hat)."""
+  if variance not in VARIANCES:
+    raise ConfigError(f"unknown DDPM variance '{variance}'; choose one of: {', '.join(VARIANCES)}")
+  abar_p = schedule.alpha_bar(t_prev)
+  alpha, sigma = schedule.alpha_sigma(t)
+  omab_t, omab_p = schedule.one_minus_alpha_bar(t), schedule.one_minus_alpha_bar(t_prev)
+  x0 = _clip(process.to_x0(pred, prediction, x_t, alpha, sigma), clip_x0)
+  beta = schedule.step_beta(t, t_prev)
+  mean = (jnp.sqrt(abar_p) * beta / omab_t * x0
+          + jnp.sqrt(1 - beta) * omab_p / omab_t * x_t)
+  if variance == "fixed_small":
+    var = jnp.maximum(omab_p / omab_t * beta, 1e-20)
+  else:
+    var = beta
+  std = jnp.where(t_prev >= 0, jnp.sqrt(var), 0.0)
+  return mean + std * noise, x0
+
+
+def ddim_step(pred: jax.Array, x_t: jax.Array, t: jax.Array, t_prev: jax.Array,
+              noise: jax.Array, schedule: DiscreteSchedule, *, prediction: str = "eps",
+              eta: float = 0.0, clip_x0: float | None = None) -> tuple[jax.Array, jax.Array]:
+  """One DDIM step t -> t_prev (t_prev = -1: the clean data); returns (x_prev, x0_hat)."""
+  abar_p, omab_p = schedule.alpha_bar(t_prev), schedule.one_minus_alpha_bar(t_prev)
+  alpha, sigma = schedule.alpha_sigma(t)
+  x0 = process.to_x0(pred, prediction, x_t, alpha, sigma)
+  eps = process.to_eps(pred, prediction, x_t, alpha, sigma)
+  if clip_x0 is not None:
+    x0 = _clip(x0, clip_x0)
+    eps = (x_t - alpha * x0) / sigma
+  std = eta * jnp.sqrt(omab_p / sigma**2 * schedule.step_beta(t, t_prev))
+  # max(., 0): 1 - abar_p - std^2 is 0 at eta = 1 up to rounding.
+  direction = jnp.sqrt(jnp.maximum(omab_p - std**2, 0.0)) * eps
+  return jnp.sqrt(abar_p) * x0 + direction + std * noise, x0
+
+
+def resolve_timesteps(schedule: DiscreteSchedule, num_steps: int | None,
+                      timesteps: Any, spacing: str) -> np.ndarray:
+  """Explicit ``timesteps``, else ``num_steps`` with ``spacing``, else all T steps."""
+  n_train = schedule.num_timesteps
+  if timesteps is not None:
+    return check_timesteps(np.asarray(timesteps), n_train)
+  if num_steps is None:
+    return np.arange(n_train, dtype=np.int32)[::-1]
+  return make_timesteps(n_train, num_steps, spacing)
+
+
+def _initial(shape: tuple[int, ...], rng: jax.Array, x_start: jax.Array | None
+             ) -> tuple[jax.Array, jax.Array]:
+  rng, k0 = jax.random.split(rng)
+  if x_start is None:
+    return jax.random.normal(k0, shape, jnp.float32), rng
+  if tuple(x_start.shape) != tuple(shape):
+    raise ConfigError(f"x_start has shape {tuple(x_start.shape)}, expected {tuple(shape)}")
+  return x_start.astype(jnp.float32), rng
+
+
+def _scan_single_steps(step: Callable, model_fn: process.ModelFn, schedule: DiscreteSchedule,
+                       x: jax.Array, ts: np.ndarray, rng: jax.Array, cond: Any,
+                       post_step: PostStep | None, resample: int,
+                       draw_noise: bool = True) -> jax.Array:
+  """Runs a stateless step rule over ``ts`` under one lax.scan (with RePaint resampling).
+
+  ``draw_noise=False`` (deterministic DDIM) hands the step zeros instead of drawing noise it
+  would multiply by 0.
+  """
+  if resample < 1:
+    raise ConfigError(f"resample must be >= 1, got {resample}")
+  t_prev = np.append(ts[1:], -1).astype(np.int32)
+  b = x.shape[0]
+
+  def transition(x_t, t, tp, key):
+    k_noise, k_hook = jax.random.split(key)
+    pred = model_fn(x_t, jnp.full((b,), t, jnp.int32), cond).astype(jnp.float32)
+    noise = (jax.random.normal(k_noise, x_t.shape, jnp.float32) if draw_noise
+             else jnp.zeros_like(x_t))
+    x_p, _ = step(pred, x_t, t, tp, noise, schedule)
+    if post_step is not None:
+      x_p = post_step(x_p, *schedule.alpha_sigma(tp), k_hook)
+    return x_p
+
+  def body(x_t, inp):
+    t, tp, key = inp
+    if resample > 1:
+      # RePaint: step down, then re-noise with q(x_t | x_tp) and step again, U times in all.
+      beta = schedule.step_beta(t, tp)
+
+      def again(_, carry):
+        x_t, key = carry
+        key, k_step, k_up = jax.random.split(key, 3)
+        x_p = transition(x_t, t, tp, k_step)
+        z = jax.random.normal(k_up, x_p.shape, jnp.float32)
+        return jnp.sqrt(1 - beta) * x_p + jnp.sqrt(beta) * z, key
+
+      x_t, key = jax.lax.fori_loop(0, resample - 1, again, (x_t, key))
+    return transition(x_t, t, tp, key), None
+
+  keys = jax.random.split(rng, len(ts))
+  x, _ = jax.lax.scan(body, x, (jnp.asarray(ts), jnp.asarray(t_prev), keys))
+  return x
+
+
+SAMPLERS: Registry = Registry("sampler")
+
+
+@SAMPLERS.register("ddpm")
+def ddpm_sample(model_fn: process.ModelFn, schedule: DiscreteSchedule, shape: tuple[int, ...],
+                rng: jax.Array, *, prediction: str = "eps", cond: Any = None,
+                num_steps: int | None = None, timesteps: Any = None, spacing: str = "leading",
+                variance: str = "fixed_small", clip_x0: float | None = None,
+                x_start: jax.Array | None = None, post_step: PostStep | None = None,
+                resample: int = 1) -> jax.Array:
+  """Ancestral sampling (all T steps unless ``num_steps`` / ``timesteps`` pick a subset)."""
+  process.check_prediction(prediction)
+  if variance not in VARIANCES:
+    raise ConfigError(f"unknown DDPM variance '{variance}'; choose one of: {', '.join(VARIANCES)}")
+  ts = resolve_timesteps(schedule, num_steps, timesteps, spacing)
+  x, rng = _initial(shape, rng, x_start)
+  step = functools.partial(ddpm_step, prediction=prediction, variance=variance, clip_x0=clip_x0)
+  return _scan_single_steps(step, model_fn, schedule, x, ts, rng, cond, post_step, resample)
+
+
+@SAMPLERS.register("ddim")
+def ddim_sample(model_fn: process.ModelFn, schedule: DiscreteSchedule, shape: tuple[int, ...],
+                rng: jax.Array, *, prediction: str = "eps", cond: Any = None,
+                num_steps: int | None = 50, timesteps: Any = None, spacing: str = "leading",
+                eta: float = 0.0, clip_x0: float | None = None, x_start: jax.Array | None = None,
+                post_step: PostStep | None = None, resample: int = 1) -> jax.Array:
+  """DDIM over ``num_steps`` timesteps (or an explicit ``timesteps`` sequence)."""
+  process.check_prediction(prediction)
+  if eta < 0:
+    raise ConfigError(f"eta must be >= 0, got {eta}")
+  ts = resolve_timesteps(schedule, num_steps, timesteps, spacing)
+  x, rng = _initial(shape, rng, x_start)
+  step = functools.partial(ddim_step, prediction=prediction, eta=eta, clip_x0=clip_x0)
+  deterministic = isinstance(eta, (int, float)) and eta == 0
+  return _scan_single_steps(step, model_fn, schedule, x, ts, rng, cond, post_step, resample,
+                            draw_noise=not deterministic)
+
+
+@SAMPLERS.register("dpm_solver_2m")
+def dpm_solver_2m_sample(model_fn: process.ModelFn, schedule: DiscreteSchedule,
+                         shape: tuple[int, ...], rng: jax.Array, *, prediction: str = "eps",
+                         cond: Any = None, num_steps: int | None = 20, timesteps: Any = None,
+                         spacing: str = "trailing", x_start: jax.Array | None = None,
+                         post_step: PostStep | None = None) -> jax.Array:
+  """DPM-Solver++(2M), deterministic; 20 steps are typically enough (Lu et al. 2022)."""
+  process.check_prediction(prediction)
+  ts = resolve_timesteps(schedule, num_steps, timesteps, spacing)
+  t_prev = np.append(ts[1:], -1).astype(np.int32)
+  x, rng = _initial(shape, rng, x_start)
+  b = x.shape[0]
+
+  def body(carry, inp):
+    x, x0_prev, h_prev, i = carry
+    t, tp, key = inp
+    alpha_s, sigma_s = schedule.alpha_sigma(t)
+    alpha_t, sigma_t = schedule.alpha_sigma(tp)
+    pred = model_fn(x, jnp.full((b,), t, jnp.int32), cond).astype(jnp.float32)
+    x0 = process.to_x0(pred, prediction, x, alpha_s, sigma_s)
+    last = tp < 0
+    # On the last step sigma_t = 0 (lambda = inf): the update is x0 itself; keep the discarded
+    # branch finite.
+    h = jnp.where(last, 1.0, jnp.log(alpha_t / jnp.where(last, 1.0, sigma_t))
+                  - jnp.log(alpha_s / sigma_s))
+    phi = jnp.expm1(-h)
+    first = (sigma_t / sigma_s) * x - alpha_t * phi * x0
+    r = jnp.where(i > 0, h_prev / h, 1.0)
+    second = first - 0.5 * alpha_t * phi * (x0 - x0_prev) / r
+    x_next = jnp.where(last, x0, jnp.where(i > 0, second, first))
+    if post_step is not None:
+      x_next = post_step(x_next, alpha_t, sigma_t, key)
+    return (x_next, x0, h, i + 1), None
+
+  init = (x, jnp.zeros_like(x), jnp.float32(1.0), jnp.int32(0))
+  keys = jax.random.split(rng, len(ts))
+  (x, *_), _ = jax.lax.scan(body, init, (jnp.asarray(ts), jnp.asarray(t_prev), keys))
+  return x
+
+
+def sample(name: str, model_fn: process.ModelFn, schedule: DiscreteSchedule,
+           shape: tuple[int, ...], rng: jax.Array, **options: Any) -> jax.Array:
+  """Runs the registered sampler ``name``; unknown options raise ConfigError listing the known."""
+  fn = SAMPLERS.get(name)
+  allowed = [p for p in inspect.signature(fn).parameters
+             if p not in ("model_fn", "schedule", "shape", "rng")]
+  unknown = sorted(set(options) - set(allowed))
+  if unknown:
+    raise ConfigError(f"sampler '{name}' has no option(s) {', '.join(unknown)}; "
+                      f"allowed: {', '.join(allowed)}")
+  return fn(model_fn, schedule, shape, rng, **options)
