@@ -313,8 +313,9 @@ original = images.Mnist._examples
 def slow(self, *files):
   for i, ex in enumerate(original(self, *files)):
     if i == 20:
-      print("writing", flush=True)
-      time.sleep(600)
+      sys.__stdout__.write("writing\\n")  # TFDS runs the generator with stdout redirected
+      sys.__stdout__.flush()
+      time.sleep(120)
     yield ex
 images.Mnist._examples = slow
 builder.prepare(images.Mnist, builder.DataOptions(data_dir=sys.argv[1], prepared_dir=sys.argv[2],

@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import fcntl
 import inspect
+import io
 import os
 import shutil
 import tempfile
@@ -197,8 +198,9 @@ def prepare(cls: type[SeqgenBuilder], options: DataOptions, config: str | None =
                       f"${datadir.PREPARED_ENV_VAR} to a writable directory") from None
     dataset_dir = os.path.join(root, builder.name)
     with _file_lock(os.path.join(root, f".{builder.name}.lock")):
+      located = builder.locate_raw()
       builder = make_builder(cls, options, config)  # another process may have finished it
-      builder._located = None
+      builder._located = located  # already checked: no second pass over the raw files
       if not builder.is_prepared():
         _prepare_locked(builder, dataset_dir, options)
         builder = make_builder(cls, options, config)
@@ -214,11 +216,13 @@ def _prepare_locked(builder: SeqgenBuilder, dataset_dir: str, options: DataOptio
   download_dir = tempfile.mkdtemp(prefix="seqgen_tfds_downloads_")
   logging.info("preparing %s into %s", builder.name, variant_dir)
   tfds.display_progress_bar(False)
+  printed = io.StringIO()
   try:
-    builder.download_and_prepare(
-        download_dir=download_dir,
-        download_config=tfds.download.DownloadConfig(
-            max_examples_per_split=options.max_examples, try_download_gcs=False))
+    with contextlib.redirect_stdout(printed):  # TFDS prints two banners; send them to the log
+      builder.download_and_prepare(
+          download_dir=download_dir,
+          download_config=tfds.download.DownloadConfig(
+              max_examples_per_split=options.max_examples, try_download_gcs=False))
   except BaseException:
     # TFDS already deleted its incomplete.* directory; also remove the folders it made for it.
     if not existed:
@@ -229,6 +233,8 @@ def _prepare_locked(builder: SeqgenBuilder, dataset_dir: str, options: DataOptio
   finally:
     tfds.display_progress_bar(True)
     shutil.rmtree(download_dir, ignore_errors=True)
+    for line in printed.getvalue().splitlines():
+      logging.info("tfds: %s", line)
 
 
 def check_split_sizes(builder: SeqgenBuilder, options: DataOptions) -> None:

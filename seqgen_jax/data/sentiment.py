@@ -232,8 +232,10 @@ def make_collate(tokenizer: WordTokenizer, seq_len: int):
 def from_builder(b: tfds.core.DatasetBuilder, *, seq_len: int, batch_size: int,
                  eval_batch_size: int, seed: int, eval_split: str = "validation",
                  fold: int = 0, min_count: int = 1, max_vocab: int | None = None,
-                 lowercase: bool = True) -> TextClassificationData:
-  """Sources over a prepared (or mocked) SST-2 / rt-polarity builder."""
+                 lowercase: bool = True, tokenizer: WordTokenizer | None = None
+                 ) -> TextClassificationData:
+  """Sources over a prepared (or mocked) SST-2 / rt-polarity builder; builds the vocabulary from
+  the training examples unless ``tokenizer`` is given (e.g. reloaded from a workdir)."""
   if b.name == RtPolarity.name:
     reader = builder_lib.SplitReader(b, "train")
     train_keys, eval_keys = rt_polarity_folds(len(reader), fold)
@@ -244,9 +246,11 @@ def from_builder(b: tfds.core.DatasetBuilder, *, seq_len: int, batch_size: int,
                         f"validation")
     reader, eval_reader = (builder_lib.SplitReader(b, s) for s in ("train", eval_split))
     train_keys, eval_keys = np.arange(len(reader)), np.arange(len(eval_reader))
-  sentences = (e["sentence"].decode("utf-8") for e in reader.get(train_keys))
-  tok = WordTokenizer.build(sentences, min_count=min_count, max_size=max_vocab,
-                            lowercase=lowercase)
+  tok = tokenizer
+  if tok is None:
+    sentences = (e["sentence"].decode("utf-8") for e in reader.get(train_keys))
+    tok = WordTokenizer.build(sentences, min_count=min_count, max_size=max_vocab,
+                              lowercase=lowercase)
   collate = make_collate(tok, seq_len)
   if len(train_keys) == 0 or len(eval_keys) == 0:
     raise DataError(f"{b.name}: empty train or eval split")
@@ -262,9 +266,10 @@ def from_builder(b: tfds.core.DatasetBuilder, *, seq_len: int, batch_size: int,
 
 def load(name: str, options: builder_lib.DataOptions, *, seq_len: int, batch_size: int,
          eval_batch_size: int, seed: int, eval_split: str = "validation", fold: int = 0,
-         min_count: int = 1, max_vocab: int | None = None) -> TextClassificationData:
+         min_count: int = 1, max_vocab: int | None = None,
+         tokenizer: WordTokenizer | None = None) -> TextClassificationData:
   """Prepares ``sst2`` or ``rt_polarity`` if needed; word-level batches padded to ``seq_len``."""
   b = builder_lib.prepare(TEXT_CLASSIFICATION_DATASETS.get(name), options)
   return from_builder(b, seq_len=seq_len, batch_size=batch_size,
                       eval_batch_size=eval_batch_size, seed=seed, eval_split=eval_split,
-                      fold=fold, min_count=min_count, max_vocab=max_vocab)
+                      fold=fold, min_count=min_count, max_vocab=max_vocab, tokenizer=tokenizer)
