@@ -14,6 +14,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # config (resume tests, entrypoint tests) compile once.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       tempfile.mkdtemp(prefix="seqgen_test_jax_cache_"))
+# Prepared TFDS copies of the datasets go to one temporary directory per test session (shared by
+# the xdist workers and subprocesses, which prepare each dataset once under a file lock), never
+# to ~/tensorflow_datasets.
+os.environ.setdefault("SEQGEN_PREPARED_DIR", tempfile.mkdtemp(prefix="seqgen_test_prepared_"))
 
 import pathlib  # noqa: E402
 import sys  # noqa: E402
@@ -43,6 +47,12 @@ def data_dir() -> pathlib.Path:
       pytest.fail("CI must have the shared datasets at ../shared/data or $SEQGEN_DATA_DIR")
     pytest.skip("no data directory: set $SEQGEN_DATA_DIR or provide ../shared/data")
   return d
+
+
+@pytest.fixture(scope="session")
+def prepared_dir() -> pathlib.Path:
+  """Where this test session's prepared TFDS copies live ($SEQGEN_PREPARED_DIR)."""
+  return pathlib.Path(os.environ["SEQGEN_PREPARED_DIR"])
 
 
 def tiny_lm_config(**overrides):

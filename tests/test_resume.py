@@ -1,6 +1,7 @@
 """Preemption: SIGKILL + restart is bitwise equal to an uninterrupted run; SIGTERM saves and exits.
 
-Each run is a real subprocess of ``python -m experiments.main`` (8 fake CPU devices, float32).
+Each run is a real subprocess of ``python -m experiments.main`` (8 fake CPU devices, float32), on
+the synthetic copy task and on Tiny Shakespeare read through its TFDS builder.
 """
 
 import os
@@ -24,8 +25,21 @@ OVERRIDES = [
 TOTAL = 80
 
 
+# The same on a real dataset read through its TFDS builder and the step-indexed pipeline: Tiny
+# Shakespeare, character windows (seqgen_jax/data/shakespeare.py).
+SHAKESPEARE_OVERRIDES = [
+    o for o in OVERRIDES if not o.startswith("--config.data.")] + [
+    "--config.data.seq_len=32", "--config.sample.num_tokens=8"]
+SHAKESPEARE_TOTAL = 40
+
+
 def _cmd(wd, total=TOTAL):
   return main_command("copy_gpt.py:runlocal", wd, *OVERRIDES, f"--config.train.num_steps={total}")
+
+
+def _shakespeare_cmd(wd, data_dir, total=SHAKESPEARE_TOTAL):
+  return main_command("shakespeare_char_gpt.py:runlocal", wd, *SHAKESPEARE_OVERRIDES,
+                      f"--config.data.data_dir={data_dir}", f"--config.train.num_steps={total}")
 
 
 def _ckpt_steps(wd) -> list[int]:
@@ -52,12 +66,12 @@ def _final_params(wd, step):
   return restored["state"]
 
 
-def test_sigkill_then_restart_is_bitwise_equal_to_uninterrupted(tmp_path):
+def _kill_restart_and_compare(tmp_path, cmd, total):
   straight, killed = tmp_path / "straight", tmp_path / "killed"
-  ref = subprocess.run(_cmd(straight), cwd=REPO, capture_output=True, text=True, timeout=600)
+  ref = subprocess.run(cmd(straight), cwd=REPO, capture_output=True, text=True, timeout=600)
   assert ref.returncode == 0, ref.stderr[-3000:]
 
-  proc = subprocess.Popen(_cmd(killed), cwd=REPO, stderr=subprocess.PIPE, text=True)
+  proc = subprocess.Popen(cmd(killed), cwd=REPO, stderr=subprocess.PIPE, text=True)
   try:
     _wait_for(lambda: len(_ckpt_steps(killed)) >= 1, proc)
     proc.send_signal(signal.SIGKILL)
@@ -65,19 +79,30 @@ def test_sigkill_then_restart_is_bitwise_equal_to_uninterrupted(tmp_path):
   finally:
     proc.kill()
   at_kill = _ckpt_steps(killed)
-  assert at_kill and max(at_kill) < TOTAL, at_kill  # really interrupted mid-run
+  assert at_kill and max(at_kill) < total, at_kill  # really interrupted mid-run
 
-  resumed = subprocess.run(_cmd(killed), cwd=REPO, capture_output=True, text=True, timeout=600)
+  resumed = subprocess.run(cmd(killed), cwd=REPO, capture_output=True, text=True, timeout=600)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f"restored checkpoint at step {max(at_kill)}" in resumed.stderr
 
-  a, b = _final_params(straight, TOTAL), _final_params(killed, TOTAL)
-  assert int(a["step"]) == int(b["step"]) == TOTAL
+  a, b = _final_params(straight, total), _final_params(killed, total)
+  assert int(a["step"]) == int(b["step"]) == total
   for name in ("params", "opt_state", "rng"):
     leaves_a, leaves_b = jax.tree.leaves(a[name]), jax.tree.leaves(b[name])
     assert len(leaves_a) == len(leaves_b) > 0
     for x, y in zip(leaves_a, leaves_b):
       np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # bitwise
+
+
+def test_sigkill_then_restart_is_bitwise_equal_to_uninterrupted(tmp_path):
+  _kill_restart_and_compare(tmp_path, _cmd, TOTAL)
+
+
+def test_sigkill_then_restart_on_tiny_shakespeare_is_bitwise_equal(tmp_path, data_dir):
+  """The data position in the checkpoint restarts the real-data pipeline exactly."""
+  _kill_restart_and_compare(
+      tmp_path, lambda wd: _shakespeare_cmd(wd, data_dir), SHAKESPEARE_TOTAL)
+  assert (tmp_path / "killed" / "tokenizer.json").is_file()
 
 
 def test_sigterm_saves_current_step_and_exits_zero(tmp_path):

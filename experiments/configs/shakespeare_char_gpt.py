@@ -18,6 +18,8 @@ def get_config(arg: str | None = None):
   c.task = "lm"
   c.data.name = "tinyshakespeare"
   c.data.seq_len = 256
+  c.data.prepared_dir = ""  # empty: $SEQGEN_PREPARED_DIR, else ~/tensorflow_datasets
+  c.data.download = False  # True: fetch a missing input.txt from Karpathy's char-rnn repo
 
   c.model.name = "gpt"
   c.model.num_layers = 6

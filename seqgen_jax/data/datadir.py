@@ -1,4 +1,12 @@
-"""Where datasets live: a data directory given by config / flag or $SEQGEN_DATA_DIR."""
+"""Where datasets live: the raw files' data directory and the prepared (TFDS) copies.
+
+* Raw files: ``config.data.data_dir``, else ``$SEQGEN_DATA_DIR``, else ``~/seqgen_data``.
+* Prepared array_record copies: ``config.data.prepared_dir``, else ``$SEQGEN_PREPARED_DIR``, else
+  ``~/tensorflow_datasets`` (TFDS's own default; our builders' names all start with ``seqgen_``
+  so they never clash with TFDS's). Never inside the data dir, which may be a read-only share.
+* Downloads from the canonical sources: off unless ``config.data.download`` is true or
+  ``$SEQGEN_DOWNLOAD`` is 1 / true / yes, so that a run never touches the network by surprise.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,10 @@ import os
 from seqgen_jax.errors import DataError
 
 ENV_VAR = "SEQGEN_DATA_DIR"
+PREPARED_ENV_VAR = "SEQGEN_PREPARED_DIR"
+DOWNLOAD_ENV_VAR = "SEQGEN_DOWNLOAD"
 DEFAULT_DIR = os.path.join("~", "seqgen_data")
+TFDS_DEFAULT_DIR = os.path.join("~", "tensorflow_datasets")
 
 
 def resolve_data_dir(configured: str | None) -> tuple[str, str]:
@@ -18,6 +29,23 @@ def resolve_data_dir(configured: str | None) -> tuple[str, str]:
     return os.path.expanduser(os.environ[ENV_VAR]), f"${ENV_VAR}"
   return (os.path.expanduser(DEFAULT_DIR),
           f"the default (neither config.data.data_dir nor ${ENV_VAR} set)")
+
+
+def resolve_prepared_dir(configured: str | None) -> tuple[str, str]:
+  """Returns (directory for prepared TFDS copies, where that choice came from)."""
+  if configured:
+    return os.path.expanduser(configured), "config.data.prepared_dir"
+  if os.environ.get(PREPARED_ENV_VAR):
+    return os.path.expanduser(os.environ[PREPARED_ENV_VAR]), f"${PREPARED_ENV_VAR}"
+  return (os.path.expanduser(TFDS_DEFAULT_DIR),
+          f"the default (neither config.data.prepared_dir nor ${PREPARED_ENV_VAR} set)")
+
+
+def download_enabled(configured: bool | None) -> bool:
+  """Whether missing raw files may be fetched from their canonical public source."""
+  if configured:
+    return True
+  return os.environ.get(DOWNLOAD_ENV_VAR, "").strip().lower() in ("1", "true", "yes")
 
 
 def find_file(configured_dir: str | None, candidates: list[str], *, dataset: str,

@@ -1,8 +1,9 @@
 """Language modelling: next-token prediction with a causal model on text or synthetic tasks.
 
 Datasets (``config.data.name``):
-  * ``tinyshakespeare``: character level, first 90% train / last 10% val (nanoGPT's split);
-    random windows of ``seq_len + 1`` characters.
+  * ``tinyshakespeare``: character level, first 90% train / last 10% val (nanoGPT's split),
+    read through its TFDS builder (seqgen_jax/data/shakespeare.py); random windows of
+    ``seq_len + 1`` characters.
   * ``copy``, ``assoc_recall``: synthetic long-range-memory tasks (seqgen_jax/data/synthetic.py),
     no files needed; the loss covers only the answer positions.
 
@@ -27,7 +28,8 @@ import numpy as np
 
 import seqgen_jax.nn  # noqa: F401  (registers the models)
 from seqgen_jax import decoding
-from seqgen_jax.data import synthetic, text
+from seqgen_jax.data import shakespeare, synthetic
+from seqgen_jax.data.builder import DataOptions
 from seqgen_jax.data.pipeline import StepSource
 from seqgen_jax.registry import MODELS, TASKS, Registry
 from seqgen_jax.tasks.base import Task
@@ -55,13 +57,11 @@ LM_DATASETS: Registry[Callable[..., LMData]] = Registry("language-modelling data
 
 @LM_DATASETS.register("tinyshakespeare")
 def _tiny_shakespeare(cfg, batch_size: int, eval_batch_size: int, seed: int) -> LMData:
-  corpus = text.load_tiny_shakespeare(cfg.get("data_dir", None))
-  tok = text.CharTokenizer.from_text(corpus)
-  train_ids, val_ids = text.split_train_val(tok.encode(corpus), 0.9)
-  return LMData(
-      train=text.RandomWindows(train_ids, cfg.seq_len, batch_size, seed),
-      eval=text.RandomWindows(val_ids, cfg.seq_len, eval_batch_size, seed + EVAL_SEED_OFFSET),
-      vocab_size=tok.vocab_size, seq_len=cfg.seq_len, unit="char", tokenizer=tok)
+  data = shakespeare.load(DataOptions.from_config(cfg), seq_len=cfg.seq_len,
+                          batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed,
+                          eval_seed=seed + EVAL_SEED_OFFSET)
+  return LMData(train=data.train, eval=data.eval, vocab_size=data.vocab_size,
+                seq_len=cfg.seq_len, unit="char", tokenizer=data.tokenizer)
 
 
 @LM_DATASETS.register("copy")
