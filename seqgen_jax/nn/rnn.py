@@ -13,7 +13,9 @@ The GRU is the cuDNN / PyTorch variant. Cho et al. (2014) apply the reset gate *
 recurrent matmul, n = tanh(W_in x + U_n (r * h)), and have one bias per gate. Here r scales the
 already-computed W_hn h + b_hn, so all three recurrent products come from one [H, 3H] matmul
 before r is known (one GEMM per step instead of two), at the cost of a second bias vector. The two
-are different functions; neither contains the other.
+are different functions of the same weights (they agree only in special cases, e.g. a diagonal
+U_n with no hidden bias), so weights do not transfer between them. The update itself,
+h' = (1 - z) * n + z * h, is the same in both.
 
 Parameter layout (one cell per layer and direction, named as PyTorch names its tensors):
 ``params["l{k}"]`` (forward) and ``params["l{k}_reverse"]`` (backward) hold
@@ -45,6 +47,7 @@ from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
@@ -246,15 +249,20 @@ _fallback_logged = False
 
 
 def cudnn_lstm_available() -> bool:
-  """True where ``jax.experimental.rnn.lstm`` lowers to a fused kernel (a CUDA / ROCm GPU)."""
-  return jax.default_backend() == "gpu"
+  """True on a CUDA GPU, where ``jax.experimental.rnn.lstm`` lowers to cuDNN's fused LSTM.
+
+  (ROCm has a MIOpen lowering, but with its own gate order; it is not wired up here.)
+  """
+  if jax.default_backend() != "gpu":
+    return False
+  return "rocm" not in jax.extend.backend.get_backend().platform_version.lower()
 
 
 def _log_cudnn_fallback_once() -> None:
   global _fallback_logged
   if not _fallback_logged:
     _fallback_logged = True
-    logging.warning("lstm_impl='cudnn' needs a GPU (JAX backend is '%s'); running the "
+    logging.warning("lstm_impl='cudnn' needs a CUDA GPU (JAX backend is '%s'); running the "
                     "lax.scan LSTM instead (same parameters, same results)",
                     jax.default_backend())
 
