@@ -7,6 +7,10 @@ Datasets (``config.data.name``):
   * ``copy``, ``assoc_recall``: synthetic long-range-memory tasks (seqgen_jax/data/synthetic.py),
     no files needed; the loss covers only the answer positions.
 
+Sampling uses the model's cached generation (``init_cache`` / ``decode`` through
+``decoding.sample_incremental``: a KV cache, or an RNN's carried state) where it has one, and the
+sliding-window ``decoding.sample_full_context`` otherwise.
+
 Eval metrics: loss (nats per target token), bits per character / token, perplexity, token
 accuracy, and sequence accuracy (every answer token right). Axis key: B batch, T position,
 V vocabulary.
@@ -154,6 +158,31 @@ class LanguageModelTask(Task):
   def _logits_fn(self, params):
     return lambda tokens_BT: self.model.apply({"params": params}, tokens_BT, train=False)
 
+  def uses_cached_generation(self, num_fed: int) -> bool:
+    """Whether sampling runs ``sample_incremental`` (the model's init_cache / decode).
+
+    Needs a model with ``decode``, and either ``num_fed`` (the tokens the model consumes) within
+    its context ``seq_len`` or a model tagged ``carries_state`` (a recurrent state of fixed size,
+    no length limit); otherwise the sliding-window ``sample_full_context`` runs.
+    """
+    if not hasattr(self.model, "decode"):
+      return False
+    tags = MODELS.tags(self.config.model.name, kind="causal_lm")
+    return num_fed <= self.data.seq_len or bool(tags.get("carries_state", False))
+
+  def _generate(self, params, prompt_BP: jax.Array, num_new: int, rng: jax.Array,
+                **kw) -> jax.Array:
+    """``prompt_BP`` extended by ``num_new`` tokens: cached generation where the model has it."""
+    num_fed = prompt_BP.shape[1] + num_new - 1
+    if not self.uses_cached_generation(num_fed):
+      return decoding.sample_full_context(self._logits_fn(params), prompt_BP, num_new, rng,
+                                          window=self.data.seq_len, **kw)
+    variables = {"params": params}
+    cache = self.model.apply(variables, prompt_BP.shape[0], num_fed, method="init_cache")
+    step_fn = lambda tokens_BT, cache, position: self.model.apply(
+        variables, tokens_BT, cache, position, method="decode")
+    return decoding.sample_incremental(step_fn, cache, prompt_BP, num_new, rng, **kw)
+
   def sample(self, params, rng):
     if self.data.tokenizer is not None:
       return {"sample": self._sample_text(params, rng)}
@@ -163,9 +192,9 @@ class LanguageModelTask(Task):
     tok = self.data.tokenizer
     prompt = self.sample_cfg.get("prompt", "\n")
     prompt_1P = jnp.asarray(tok.encode(prompt))[None, :]
-    fn = jax.jit(lambda p, prompt, r: decoding.sample_full_context(
-        self._logits_fn(p), prompt, self.sample_cfg.get("num_tokens", 200), r,
-        window=self.data.seq_len, temperature=self.sample_cfg.get("temperature", 0.8),
+    fn = jax.jit(lambda p, prompt, r: self._generate(
+        p, prompt, self.sample_cfg.get("num_tokens", 200), r,
+        temperature=self.sample_cfg.get("temperature", 0.8),
         top_k=self.sample_cfg.get("top_k", None)))
     return tok.decode(np.asarray(fn(params, prompt_1P, rng))[0])
 
@@ -175,9 +204,8 @@ class LanguageModelTask(Task):
     first = int(np.argmax(batch["weights"][0] > 0))  # targets[first] is the first answer token
     prompt_BP = jnp.asarray(batch["inputs"][:, :first + 1])
     n = self.data.seq_len - first
-    fn = jax.jit(lambda p, prompt: decoding.sample_full_context(
-        self._logits_fn(p), prompt, n, jax.random.PRNGKey(0), window=self.data.seq_len,
-        greedy=True))
+    fn = jax.jit(lambda p, prompt: self._generate(p, prompt, n, jax.random.PRNGKey(0),
+                                                  greedy=True))
     out_BT = np.asarray(fn(params, prompt_BP))  # [B, seq_len + 1]: inputs plus the last answer
     pred_BT = np.zeros_like(batch["targets"])
     pred_BT[:, first:] = out_BT[:, first + 1:]  # aligned with targets
