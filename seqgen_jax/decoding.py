@@ -166,7 +166,7 @@ def beam_search(step_fn: Callable[[jax.Array, Any, jax.Array], tuple[jax.Array, 
   Returns tokens [B, K, P + num_new] (prompt, then the hypothesis, then ``pad_id``), best
   first, and their scores [B, K] (``NEG_INF`` for slots that hold no hypothesis).
   """
-  if alpha < 0:
+  if isinstance(alpha, (int, float)) and alpha < 0:  # may also be a traced scalar
     raise ValueError(f"beam search needs alpha >= 0 (its early stop relies on it), got {alpha}")
   length_penalty(1, alpha, penalty)  # validates the name
   b, p = prompt_BP.shape
