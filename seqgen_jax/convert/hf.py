@@ -106,6 +106,7 @@ def expect_model_type(config: dict, model_type: str, path: Any) -> None:
 
 
 def unsupported(path: Any, field: str, value: Any, allowed: str) -> DataError:
+  """The one-line error for a config.json setting this codebase cannot reproduce."""
   return DataError(f"{path}/config.json sets {field}={value!r}, which is not supported "
                    f"(supported: {allowed})")
 
@@ -153,4 +154,5 @@ def linear(w: np.ndarray, b: np.ndarray | None) -> dict:
 
 
 def layer_norm(t: Tensors, name: str) -> dict:
+  """A torch LayerNorm (weight, bias) as flax LayerNorm params (scale, bias)."""
   return {"scale": t(f"{name}.weight"), "bias": t(f"{name}.bias")}
