@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from seqgen_jax import convert  # noqa: E402
-from seqgen_jax.errors import DataError  # noqa: E402
+from seqgen_jax.errors import ConfigError, DataError  # noqa: E402
 from seqgen_jax.nn.transformer import with_encoder_from  # noqa: E402
 from seqgen_jax.registry import MODELS  # noqa: E402
 
@@ -138,6 +138,11 @@ def test_classifier_from_mlm_checkpoint_shares_the_encoder(bert_cfg, tmp_path):
       clf.config, vocab_size=V, num_classes=2, max_len=16).init,
       jax.random.PRNGKey(1), toks, mask)["params"]  # shapes are all with_encoder_from needs
   moved = with_encoder_from(fresh, mlm.params)
+  with pytest.raises(ConfigError, match=r"pretrained encoder parameter \['blocks'\]\['layers_0'\]"
+                                        r"\['mlp'\]\['fc'\]\['kernel'\] has shape"):
+    bad = jax.tree.map(lambda x: x, mlm.params)
+    bad["encoder"]["blocks"]["layers_0"]["mlp"]["fc"]["kernel"] = np.zeros((32, 7))
+    with_encoder_from(fresh, bad)
   enc_fn = jax.jit(clf.model.encoder.apply)
   enc = lambda m, p: enc_fn({"params": p["encoder"]}, toks, mask)
   np.testing.assert_array_equal(enc(clf.model.encoder, moved), enc(mlm.model.encoder, mlm.params))
