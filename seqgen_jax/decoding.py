@@ -9,6 +9,8 @@ they agree token for token on the same model):
   ``step_fn(tokens_BT, cache, position) -> (logits_BTV, cache)``: the Transformer's KV cache or an
   RNN's hidden state. It is called once on the whole prompt (prefill) and then once per token.
 
+``beam_search`` drives the same ``step_fn`` with K hypotheses per row (length penalty, EOS).
+
 Axis key: B batch, T positions, V vocabulary.
 """
 
@@ -108,3 +110,126 @@ def sample_incremental(step_fn: Callable[[jax.Array, Any, jax.Array], tuple[jax.
                                          jnp.arange(num_new - 1, dtype=jnp.int32))
   new_BN = jnp.concatenate([toks_NB.T, last_B[:, None]], axis=1)
   return jnp.concatenate([prompt_BP, new_BN], axis=1)
+
+
+# ------------------------------------------------------------------------------ beam search
+#
+# Axis key (beam search): K beams, L generated positions, M = 2K candidates per step.
+
+NEG_INF = -1.0e9  # the score of an empty slot: finite, so that arithmetic on it stays finite
+LENGTH_PENALTIES = ("gnmt", "power")
+
+
+def length_penalty(length: jax.Array, alpha: float, kind: str = "gnmt") -> jax.Array:
+  """The divisor of a hypothesis' log-probability: GNMT's ((5 + len) / 6)^alpha (Wu et al.
+  2016), or the plain len^alpha ("power"). ``len`` counts generated tokens, EOS included."""
+  length = jnp.asarray(length, jnp.float32)
+  if kind == "gnmt":
+    return ((5.0 + length) / 6.0) ** alpha
+  if kind == "power":
+    return length ** alpha
+  raise ValueError(f"unknown length penalty '{kind}'; choose one of: "
+                   f"{', '.join(LENGTH_PENALTIES)}")
+
+
+def _tile_beams(tree: Any, k: int) -> Any:
+  """Repeats every leaf's rows k times along the leading (batch) axis: row b -> b*k .. b*k+k-1."""
+  return jax.tree.map(lambda x: jnp.repeat(x, k, axis=0) if jnp.ndim(x) else x, tree)
+
+
+def _gather_beams(tree: Any, flat_idx: jax.Array) -> Any:
+  """Picks rows ``flat_idx`` (into the batch * beam axis) of every leaf."""
+  return jax.tree.map(lambda x: jnp.take(x, flat_idx, axis=0) if jnp.ndim(x) else x, tree)
+
+
+def beam_search(step_fn: Callable[[jax.Array, Any, jax.Array], tuple[jax.Array, Any]],
+                cache: Any, prompt_BP: jax.Array, num_new: int, *, beam_size: int, eos_id: int,
+                alpha: float = 0.0, penalty: str = "gnmt", pad_id: int = 0
+                ) -> tuple[jax.Array, jax.Array]:
+  """Beam search over ``step_fn(tokens_BT, cache, position) -> (logits_BTV, cache)``.
+
+  Works for any model that follows the causal_lm / seq2seq ``decode`` contract (a Transformer's
+  KV cache, an RNN's state): the only assumption about ``cache`` is that every leaf with a
+  dimension has the batch as its leading axis (scalar leaves are shared). The prompt (for a
+  seq2seq decoder, usually just BOS) is run once for the B rows, then the cache is tiled to
+  B * K rows and reordered along that axis after every step. Cache positions ``P .. P +
+  num_new - 2`` are written (the last token is never fed back).
+
+  Hypotheses end at ``eos_id`` or after ``num_new`` tokens; a hypothesis of n generated tokens
+  (EOS included) with log-probability lp scores lp / length_penalty(n, alpha, penalty). At each
+  step the 2K best extensions are taken: those ending in EOS that rank within the first K join
+  the finished set (so K = 1 is exactly greedy decoding up to its first EOS, when alpha = 0), the
+  K best others stay alive. The loop (one ``lax.while_loop``) stops early once no alive
+  hypothesis can beat the K-th finished one (exact for alpha >= 0, where the bound is
+  lp / length_penalty(num_new)).
+
+  Returns tokens [B, K, P + num_new] (prompt, then the hypothesis, then ``pad_id``), best
+  first, and their scores [B, K] (``NEG_INF`` for slots that hold no hypothesis).
+  """
+  if isinstance(alpha, (int, float)) and alpha < 0:  # may also be a traced scalar
+    raise ValueError(f"beam search needs alpha >= 0 (its early stop relies on it), got {alpha}")
+  length_penalty(1, alpha, penalty)  # validates the name
+  b, p = prompt_BP.shape
+  k, n = beam_size, num_new
+  logits_BPV, cache = step_fn(prompt_BP, cache, jnp.asarray(0, jnp.int32))
+  logp_BV = jax.nn.log_softmax(logits_BPV[:, -1].astype(jnp.float32), axis=-1)
+  v = logp_BV.shape[-1]
+  if 2 * k > k * v:
+    raise ValueError(f"beam_size={k} needs a vocabulary of at least 2 tokens, got {v}")
+  cache = _tile_beams(cache, k)
+  dtype = prompt_BP.dtype
+  pos_L = jnp.arange(n)
+  lp_max = length_penalty(n, alpha, penalty)
+
+  def select(state):
+    i, alive_BKL, alive_lp_BK, fin_BKL, fin_sc_BK, logp_BKV, cache = state
+    cand_BKV = alive_lp_BK[:, :, None] + logp_BKV
+    top_lp_BM, top_idx_BM = jax.lax.top_k(cand_BKV.reshape(b, k * v), 2 * k)
+    parent_BM, tok_BM = top_idx_BM // v, (top_idx_BM % v).astype(dtype)
+    seq_BML = jnp.take_along_axis(alive_BKL, parent_BM[:, :, None], axis=1)
+    seq_BML = jnp.where(pos_L == i, tok_BM[:, :, None], seq_BML)
+    live_BM = top_lp_BM > NEG_INF / 2
+    eos_BM = tok_BM == eos_id
+    # EOS extensions ranked within the first K finish; at the last step every extension does.
+    rank_ok_BM = (jnp.arange(2 * k) < k)[None, :]
+    last = i == n - 1
+    done_BM = live_BM & ((eos_BM & rank_ok_BM) | (last & ~eos_BM))
+    new_sc_BM = jnp.where(done_BM, top_lp_BM / length_penalty(i + 1, alpha, penalty), NEG_INF)
+    all_sc = jnp.concatenate([fin_sc_BK, new_sc_BM], axis=1)
+    all_seq = jnp.concatenate([fin_BKL, seq_BML], axis=1)
+    fin_sc_BK, pick_BK = jax.lax.top_k(all_sc, k)
+    fin_BKL = jnp.take_along_axis(all_seq, pick_BK[:, :, None], axis=1)
+    # The K best non-EOS extensions stay alive.
+    alive_sc_BM = jnp.where(live_BM & ~eos_BM, top_lp_BM, NEG_INF)
+    alive_lp_BK, keep_BK = jax.lax.top_k(alive_sc_BM, k)
+    alive_BKL = jnp.take_along_axis(seq_BML, keep_BK[:, :, None], axis=1)
+    parent_BK = jnp.take_along_axis(parent_BM, keep_BK, axis=1)
+    cache = _gather_beams(cache, (jnp.arange(b)[:, None] * k + parent_BK).reshape(-1))
+    return i, alive_BKL, alive_lp_BK, fin_BKL, fin_sc_BK, cache
+
+  def body(state):
+    i, alive_BKL, alive_lp_BK, fin_BKL, fin_sc_BK, cache = select(state)
+
+    def step(cache):
+      tok_N1 = alive_BKL[:, :, i].reshape(b * k, 1)
+      logits_N1V, cache = step_fn(tok_N1, cache, p + i)
+      return jax.nn.log_softmax(logits_N1V[:, 0].astype(jnp.float32)).reshape(b, k, v), cache
+
+    skip = lambda cache: (jnp.zeros((b, k, v), jnp.float32), cache)
+    logp_BKV, cache = jax.lax.cond(i + 1 < n, step, skip, cache)
+    return i + 1, alive_BKL, alive_lp_BK, fin_BKL, fin_sc_BK, logp_BKV, cache
+
+  def cond(state):
+    i, _, alive_lp_BK, _, fin_sc_BK, _, _ = state
+    best_alive_B = jnp.max(alive_lp_BK, axis=1) / lp_max
+    worst_fin_B = jnp.min(fin_sc_BK, axis=1)
+    settled = jnp.all((worst_fin_B > NEG_INF / 2) & (worst_fin_B >= best_alive_B))
+    return (i < n) & ~settled
+
+  alive_lp_BK = jnp.full((b, k), NEG_INF).at[:, 0].set(0.0)  # one live beam, no duplicates
+  state = (jnp.asarray(0, jnp.int32), jnp.full((b, k, n), pad_id, dtype), alive_lp_BK,
+           jnp.full((b, k, n), pad_id, dtype), jnp.full((b, k), NEG_INF),
+           jnp.broadcast_to(logp_BV[:, None], (b, k, v)), cache)
+  _, _, _, fin_BKL, fin_sc_BK, _, _ = jax.lax.while_loop(cond, body, state)
+  prompt_BKP = jnp.broadcast_to(prompt_BP[:, None], (b, k, p))
+  return jnp.concatenate([prompt_BKP, fin_BKL], axis=2), fin_sc_BK

@@ -37,3 +37,27 @@ class LearnedPositions(nn.Module):
                        (self.max_len, self.dim))
     out = jnp.take(table, positions_BT, axis=0)
     return out if self.dtype is None else out.astype(self.dtype)
+
+
+def rotary_angles(positions_BT: jax.Array, head_dim: int, base: float = 10_000.0) -> jax.Array:
+  """Rotary angles pos * base^(-2i / H) for i < H / 2: [B, T, H / 2] float32."""
+  if head_dim % 2:
+    raise ValueError(f"rotary positions need an even head size, got {head_dim}")
+  inv_freq = base ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
+  return positions_BT.astype(jnp.float32)[..., None] * inv_freq
+
+
+def apply_rotary(x_BTNH: jax.Array, positions_BT: jax.Array, *,
+                 base: float = 10_000.0) -> jax.Array:
+  """Rotary position embedding (RoFormer, Su et al. 2021) in the half-split layout.
+
+  Feature pairs (i, i + H/2) are rotated by the angle pos * base^(-2i/H) (the GPT-NeoX / LLaMA
+  layout), so q.k after rotation depends on positions only through their difference. Computed
+  in float32 and cast back to the input dtype.
+  """
+  h = x_BTNH.shape[-1]
+  ang_BT1F = rotary_angles(positions_BT, h, base)[:, :, None, :]
+  cos, sin = jnp.cos(ang_BT1F), jnp.sin(ang_BT1F)
+  x1, x2 = jnp.split(x_BTNH.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_BTNH.dtype)

@@ -1,0 +1,164 @@
+"""BERT checkpoints -> the masked_lm "bert" and the classifier "bert".
+
+Segment (token-type) embeddings: our encoder takes single-segment input, so row 0 of BERT's
+token_type_embeddings is added into the position table, which gives identical embeddings for
+token_type_ids = 0 (what BertForSequenceClassification sees for one sentence).
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from seqgen_jax.convert.hf import (
+  Imported,
+  Tensors,
+  check_shapes,
+  expect_model_type,
+  layer_norm,
+  linear,
+  read_checkpoint,
+  unsupported,
+)
+from seqgen_jax.errors import DataError
+from seqgen_jax.nn.transformer import EncoderClassifier, MaskedLM, build_encoder, stack_layer_params
+
+BERT_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+                    "relu": "relu"}
+
+
+def bert_model_config(hf: dict, path: str | pathlib.Path = "checkpoint"
+                      ) -> ml_collections.ConfigDict:
+  """The ``config.model`` fields of the "bert" builders that reproduce a BERT config.json."""
+  expect_model_type(hf, "bert", path)
+  act = hf.get("hidden_act", "gelu")
+  if act not in BERT_ACTIVATIONS:
+    raise unsupported(path, "hidden_act", act, ", ".join(BERT_ACTIVATIONS))
+  pos = hf.get("position_embedding_type", "absolute")
+  if pos != "absolute":
+    raise unsupported(path, "position_embedding_type", pos, "absolute")
+  if hf.get("is_decoder", False):
+    raise unsupported(path, "is_decoder", True, "false")
+  d = hf["hidden_size"]
+  return ml_collections.ConfigDict(dict(
+      name="bert", num_layers=hf["num_hidden_layers"], num_heads=hf["num_attention_heads"],
+      d_model=d, d_ff=hf["intermediate_size"], dropout=hf.get("hidden_dropout_prob", 0.0),
+      attention_dropout=hf.get("attention_probs_dropout_prob", 0.0), norm="post",
+      positions="learned", activation=BERT_ACTIVATIONS[act],
+      ln_eps=hf.get("layer_norm_eps", 1e-12)))
+
+
+def _rename_legacy(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Old TF-converted checkpoints call LayerNorm weights gamma / beta."""
+  out = {}
+  for k, v in sd.items():
+    if k.endswith("LayerNorm.gamma"):
+      k = k[:-len("gamma")] + "weight"
+    elif k.endswith("LayerNorm.beta"):
+      k = k[:-len("beta")] + "bias"
+    out[k] = v
+  return out
+
+
+def _encoder_params(t: Tensors, cfg: ml_collections.ConfigDict, scan_layers: bool) -> dict:
+  d, n = cfg.d_model, cfg.num_heads
+  h = d // n
+  layers = {}
+  for i in range(cfg.num_layers):
+    p = f"encoder.layer.{i}."
+    a = p + "attention.self."
+    qkv_w = np.concatenate([t(a + x + ".weight").T for x in ("query", "key", "value")], axis=1)
+    qkv_b = np.concatenate([t(a + x + ".bias") for x in ("query", "key", "value")])
+    layers[f"layers_{i}"] = {
+        "attn": {"qkv": {"kernel": qkv_w.reshape(d, 3 * n, h), "bias": qkv_b.reshape(3 * n, h)},
+                 "out": {"kernel": t(p + "attention.output.dense.weight").T.reshape(n, h, d),
+                         "bias": t(p + "attention.output.dense.bias")}},
+        "ln1": layer_norm(t, p + "attention.output.LayerNorm"),
+        "mlp": {"fc": linear(t(p + "intermediate.dense.weight"), t(p + "intermediate.dense.bias")),
+                "proj": linear(t(p + "output.dense.weight"), t(p + "output.dense.bias"))},
+        "ln2": layer_norm(t, p + "output.LayerNorm")}
+  pos = t("embeddings.position_embeddings.weight")
+  if t.has("embeddings.token_type_embeddings.weight"):
+    pos = pos + t("embeddings.token_type_embeddings.weight")[0]
+  return {"token_embed": {"embedding": t("embeddings.word_embeddings.weight")},
+          "pos_embed": {"embedding": pos},
+          "embed_ln": layer_norm(t, "embeddings.LayerNorm"),
+          "blocks": stack_layer_params(layers) if scan_layers else layers}
+
+
+def _read(path, scan_layers, attention):
+  hf, sd = read_checkpoint(path)
+  cfg = bert_model_config(hf, path)
+  cfg.scan_layers, cfg.attention = scan_layers, attention
+  sd = _rename_legacy(sd)
+  prefix = "bert." if any(k.startswith("bert.") for k in sd) else ""
+  enc = Tensors(sd, path, prefix)
+  kwargs = dict(vocab_size=hf["vocab_size"], max_len=hf["max_position_embeddings"])
+  return hf, sd, cfg, enc, kwargs
+
+
+def _example():
+  return jnp.zeros((1, 2), jnp.int32), jnp.ones((1, 2), bool)
+
+
+def load_bert_mlm(path: str | pathlib.Path, *, dtype: jnp.dtype | None = None,
+                  scan_layers: bool = False, attention: str = "xla") -> Imported:
+  """A BertForMaskedLM / BertForPreTraining checkpoint as the masked_lm "bert"."""
+  _, sd, cfg, enc, kwargs = _read(path, scan_layers, attention)
+  head = Tensors(sd, path, "cls.predictions.")
+  if not head.has("transform.dense.weight"):
+    raise DataError(f"checkpoint {path} has no masked-LM head (cls.predictions.*); load it "
+                    "with load_bert_classifier, or use a BertForMaskedLM checkpoint")
+  word = enc("embeddings.word_embeddings.weight")
+  if head.has("decoder.weight") and not np.array_equal(head("decoder.weight"), word):
+    raise DataError(f"checkpoint {path} has an MLM decoder that is not tied to the word "
+                    "embeddings; the bert masked_lm ties them")
+  bias = head("bias") if head.has("bias") else head("decoder.bias")
+  params = {"encoder": _encoder_params(enc, cfg, scan_layers),
+            "mlm_dense": linear(head("transform.dense.weight"), head("transform.dense.bias")),
+            "mlm_ln": layer_norm(head, "transform.LayerNorm"), "mlm_bias": bias}
+  model = MaskedLM(build_encoder(cfg, **kwargs, dtype=dtype))
+  check_shapes(model, params, *_example())
+  return Imported(model, params, cfg, "masked_lm", kwargs)
+
+
+def load_bert_classifier(path: str | pathlib.Path, *, num_classes: int | None = None,
+                         rng: jax.Array | None = None, dtype: jnp.dtype | None = None,
+                         scan_layers: bool = False, attention: str = "xla") -> Imported:
+  """A BERT checkpoint as the classifier "bert" (pooler + head on the [CLS] position).
+
+  With a BertForSequenceClassification checkpoint everything is imported (``num_classes``, if
+  given, must match). Without a classification head (e.g. a pre-training checkpoint) the head,
+  and the pooler if it is missing too, are initialised from ``rng`` for ``num_classes``.
+  """
+  hf, sd, cfg, enc, kwargs = _read(path, scan_layers, attention)
+  has_head = "classifier.weight" in sd
+  if has_head:
+    ckpt_classes = sd["classifier.weight"].shape[0]
+    if num_classes not in (None, ckpt_classes):
+      raise DataError(f"checkpoint {path} classifies into {ckpt_classes} classes, "
+                      f"num_classes={num_classes} was asked for")
+    num_classes = ckpt_classes
+  elif num_classes is None or rng is None:
+    raise DataError(f"checkpoint {path} has no classification head; pass num_classes and rng "
+                    "to initialise one")
+  cfg.pooling = "cls"
+  kwargs = dict(kwargs, num_classes=num_classes)
+  model = EncoderClassifier(build_encoder(cfg, vocab_size=kwargs["vocab_size"],
+                                          max_len=kwargs["max_len"], dtype=dtype),
+                            num_classes=num_classes, pooling="cls", dropout=cfg.dropout)
+  fresh = {}
+  if not (has_head and enc.has("pooler.dense.weight")):
+    fresh = jax.jit(model.init)(rng, *_example())["params"]
+  params = {"encoder": _encoder_params(enc, cfg, scan_layers)}
+  params["pooler"] = (linear(enc("pooler.dense.weight"), enc("pooler.dense.bias"))
+                      if enc.has("pooler.dense.weight") else fresh["pooler"])
+  params["head"] = (linear(np.asarray(sd["classifier.weight"], np.float32),
+                           np.asarray(sd["classifier.bias"], np.float32))
+                    if has_head else fresh["head"])
+  check_shapes(model, params, *_example())
+  return Imported(model, params, cfg, "classifier", kwargs)
