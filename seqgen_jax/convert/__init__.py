@@ -1,0 +1,1 @@
+"""Weight import from Hugging Face transformers / diffusers checkpoints on local disk."""
