@@ -11,6 +11,7 @@ import pytest
 import torch
 from diffusers import DiTTransformer2DModel
 
+from seqgen_jax.convert.diffusers_dit import convert_dit_state_dict, dit_kwargs_from_diffusers
 from seqgen_jax.data.captions import CaptionBuilder
 from seqgen_jax.errors import ConfigError
 from seqgen_jax.nn.dit import DiT, build_dit, dit_size, sincos_pos_embed_2d
@@ -100,7 +101,7 @@ def test_dit_matches_diffusers(tmp_path):
   diffusers differs from the paper's code in two conventions, set here to match: its time
   embedding uses downscale_freq_shift=1 (the paper's code: 0), and every block carries its own
   copy of the time/label embedders (the paper's code: one shared copy), so block 0's is copied
-  into the others.
+  into the others (seqgen_jax.convert.diffusers_dit).
   """
   torch.manual_seed(0)
   peer = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=16, in_channels=4,
@@ -112,24 +113,12 @@ def test_dit_matches_diffusers(tmp_path):
     peer.transformer_blocks[1].norm1.emb.load_state_dict(
         peer.transformer_blocks[0].norm1.emb.state_dict())
   sd = {k: v.numpy() for k, v in peer.state_dict().items()}
-  lin = lambda k: {"kernel": sd[f"{k}.weight"].T, "bias": sd[f"{k}.bias"]}
-  emb = "transformer_blocks.0.norm1.emb"
-  params = {
-      "x_embedder": {"kernel": sd["pos_embed.proj.weight"].transpose(2, 3, 1, 0).reshape(16, 32),
-                     "bias": sd["pos_embed.proj.bias"]},
-      "t_mlp_0": lin(f"{emb}.timestep_embedder.linear_1"),
-      "t_mlp_1": lin(f"{emb}.timestep_embedder.linear_2"),
-      "y_embedder": {"embedding": sd[f"{emb}.class_embedder.embedding_table.weight"]},
-      "final_adaLN_modulation": lin("proj_out_1"), "final_linear": lin("proj_out_2"),
-  }
-  for i in range(2):
-    b = f"transformer_blocks.{i}"
-    qkv = {"kernel": np.concatenate([sd[f"{b}.attn1.to_{n}.weight"] for n in "qkv"]).T,
-           "bias": np.concatenate([sd[f"{b}.attn1.to_{n}.bias"] for n in "qkv"])}
-    params[f"block_{i}"] = {"adaLN_modulation": lin(f"{b}.norm1.linear"),
-                            "attn": {"qkv": qkv, "proj": lin(f"{b}.attn1.to_out.0")},
-                            "fc1": lin(f"{b}.ff.net.0.proj"), "fc2": lin(f"{b}.ff.net.2")}
-  ours = DiT(out_channels=8, num_classes=10, freq_shift=1.0, **TINY)
+  kwargs = dit_kwargs_from_diffusers(dict(peer.config))
+  assert kwargs == dict(out_channels=8, num_classes=10, freq_shift=1.0, norm_eps=1e-6, **TINY)
+  ours, params = DiT(**kwargs), convert_dit_state_dict(sd, 2)
+  key = "transformer_blocks.1.norm1.emb.timestep_embedder.linear_1.bias"
+  with pytest.raises(ConfigError, match="block 1's time/label embedder differs"):
+    convert_dit_state_dict(dict(sd, **{key: sd[key] + 1.0}), 2)
   x = np.random.RandomState(0).randn(3, 4, 8, 8).astype(np.float32)
   t, y = np.array([0, 250, 999]), np.array([1, 9, 10])
   with torch.no_grad():
