@@ -106,6 +106,7 @@ def test_ddpm_cifar10_layout_is_ho_et_al():
   ho = ho_cifar10_config()
   assert (kw["ch"], kw["ch_mult"], kw["num_res_blocks"], kw["attn_resolutions"]) == (
       ho.ch, tuple(ho.ch_mult), ho.num_res_blocks, tuple(ho.attn_resolutions))
+  assert kw["attn_levels"] == (1,)  # the 16x16 level, by index as diffusers places it
   # Ho et al.'s own conventions, which are also the UNet defaults: one attention head,
   # TF-'SAME' stride-2 padding, sin-then-cos embedding with shift 1, GroupNorm eps 1e-6.
   assert (kw["attn_head_dim"], kw["downsample_padding"], kw["flip_sin_to_cos"],

@@ -75,6 +75,7 @@ def unet_kwargs_from_diffusers(dcfg: dict[str, Any]) -> dict[str, Any]:
       out_channels=get("out_channels", 3), ch=ch, ch_mult=tuple(c // ch for c in chans),
       num_res_blocks=get("layers_per_block", 2),
       attn_resolutions=tuple(size // 2 ** i for i, a in enumerate(attn_down) if a),
+      attn_levels=tuple(i for i, a in enumerate(attn_down) if a),
       dropout=get("dropout", 0.0), attn_head_dim=dcfg.get("attention_head_dim", 8),
       downsample_padding=get("downsample_padding", 1), norm_groups=get("norm_num_groups", 32),
       norm_eps=get("norm_eps", 1e-5), flip_sin_to_cos=get("flip_sin_to_cos", True),

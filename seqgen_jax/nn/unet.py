@@ -3,7 +3,8 @@
 The layout is Ho et al.'s ``diffusion_tf/models/unet.py``: a sinusoidal time embedding through a
 two-layer MLP (width 4*ch); per resolution level ``num_res_blocks`` residual blocks (GroupNorm,
 SiLU, 3x3 conv, time embedding added after the first conv, dropout before the second conv) with
-self-attention after each block whose resolution is in ``attn_resolutions``; a strided-conv
+self-attention after each block whose resolution is in ``attn_resolutions`` (or whose level
+is in ``attn_levels``, diffusers' convention, which holds at any input size); a strided-conv
 downsample between levels; a middle block (res, attention, res); an upsampling path with
 ``num_res_blocks + 1`` blocks per level, each fed the channel concat of the running tensor and one
 skip tensor; nearest-neighbour x2 upsample + conv; GroupNorm, SiLU, 3x3 conv out. Layers that
@@ -186,6 +187,7 @@ class UNet(nn.Module):
   ch_mult: Sequence[int] = (1, 2, 2, 2)
   num_res_blocks: int = 2
   attn_resolutions: Sequence[int] = (16,)
+  attn_levels: Sequence[int] | None = None  # if set: attention by level index, any input size
   dropout: float = 0.1
   attn_head_dim: int | None = None
   resamp_with_conv: bool = True
@@ -275,12 +277,16 @@ class UNet(nn.Module):
       return h
 
     levels = len(self.ch_mult)
+    if self.attn_levels is not None:
+      has_attn = lambda level, h: level in self.attn_levels
+    else:
+      has_attn = lambda level, h: h.shape[1] in self.attn_resolutions
     hs = [conv2d(self.ch, 3, "conv_in", dtype=self.dtype)(x_BHWC)]
     for i in range(levels):
       for j in range(self.num_res_blocks):
         h = res(self.ch * self.ch_mult[i], name=f"down_{i}_block_{j}")(hs[-1], temb_BE,
                                                                         train=train)
-        if h.shape[1] in self.attn_resolutions:
+        if has_attn(i, h):
           h = attend(h, f"down_{i}_attn_{j}")
         hs.append(h)
       if i != levels - 1:
@@ -294,7 +300,7 @@ class UNet(nn.Module):
       for j in range(self.num_res_blocks + 1):
         h = res(self.ch * self.ch_mult[i], name=f"up_{i}_block_{j}")(
             jnp.concatenate([h, hs.pop()], axis=-1), temb_BE, train=train)
-        if h.shape[1] in self.attn_resolutions:
+        if has_attn(i, h):
           h = attend(h, f"up_{i}_attn_{j}")
       if i != 0:
         h = Upsample(self.resamp_with_conv, self.dtype, name=f"up_{i}_upsample")(h)
@@ -311,7 +317,8 @@ def ho_cifar10_config() -> ml_collections.ConfigDict:
       dropout=0.1))
 
 
-_UNET_FIELDS = ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "dropout", "attn_head_dim",
+_UNET_FIELDS = ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "attn_levels", "dropout",
+                "attn_head_dim",
                 "resamp_with_conv", "downsample_padding", "norm_groups", "norm_eps",
                 "scale_shift_norm", "flip_sin_to_cos", "freq_shift", "time_scale",
                 "low_res_channels", "low_res_resize", "low_res_noise_cond", "text_vocab_size",
@@ -325,8 +332,8 @@ def build_unet(cfg: ml_collections.ConfigDict, *, image_shape: Sequence[int], nu
   values) plus ``learn_sigma`` (2x output channels: [eps, variance interpolation])."""
   h, w, c = image_shape
   kwargs = {k: cfg[k] for k in _UNET_FIELDS if k in cfg}
-  for k in ("ch_mult", "attn_resolutions"):
-    if k in kwargs:
+  for k in ("ch_mult", "attn_resolutions", "attn_levels"):
+    if kwargs.get(k) is not None:
       kwargs[k] = tuple(kwargs[k])
   ch = kwargs.get("ch", 128)
   groups = kwargs.get("norm_groups", 32)
