@@ -126,5 +126,11 @@ class ModelRegistry:
 #       __call__(tokens_BT, mask_BT, *, train) -> logits_BTV
 #   kind="denoiser"         build(cfg, *, image_shape, num_classes, dtype)
 #       __call__(x_BHWC, t_B, *, cond=None, train) -> same shape as x (eps / x0 / v prediction)
+#       (2x the channels with cfg.learn_sigma: [prediction, variance interpolation]). t_B: the
+#       integer step or a float, embedded as t * cfg.time_scale. cond: a dict; "label" int [B]
+#       (id num_classes = the null class of CFG, also used when absent), "text_tokens" /
+#       "text_mask" [B, S] (seqgen_jax.data.captions; absent = the null caption), and for a
+#       super-resolution model (required) "low_res" [B, h, w, C'] and "low_res_t" [B]. Details:
+#       seqgen_jax/nn/unet.py ("unet"), seqgen_jax/nn/dit.py ("dit").
 MODELS = ModelRegistry()
 TASKS: Registry = Registry("task")

@@ -9,6 +9,9 @@ A checkpoint directory holds ``config.json`` and ``model.safetensors`` or ``pyto
 (or their sharded ``*.index.json`` forms). Each loader returns an ``Imported`` record: the flax
 module, its params, and the ``config.model`` fields that rebuild the module through the
 registry.
+
+``convert.diffusers_unet`` / ``convert.diffusers_dit`` convert diffusers ``UNet2DModel`` (e.g. the
+DDPM CIFAR-10 layout) and ``DiTTransformer2DModel`` state dicts into the denoisers "unet" / "dit".
 """
 
 from seqgen_jax.convert.bert import load_bert_classifier, load_bert_mlm

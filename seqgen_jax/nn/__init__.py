@@ -1,7 +1,9 @@
 """Pure model definitions (flax.linen). Importing this package registers every model."""
 
 from seqgen_jax.nn import (  # noqa: F401  (importing a module registers its models)
+    dit,  # registers the denoiser "dit"
     rnn_models,  # rnn, lstm, gru, mingru, minlstm, lru: causal_lm, classifier, forecaster
     rnn_seq2seq,  # rnn, lstm, gru: seq2seq
-    transformer,  # registers "gpt"
+    transformer,  # gpt, bert, transformer (enc-dec), vit, ...
+    unet,  # registers the denoiser "unet"
 )

@@ -61,3 +61,24 @@ def apply_rotary(x_BTNH: jax.Array, positions_BT: jax.Array, *,
   x1, x2 = jnp.split(x_BTNH.astype(jnp.float32), 2, axis=-1)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return out.astype(x_BTNH.dtype)
+
+
+def timestep_embedding(t_B: jax.Array, dim: int, max_period: float = 10_000.0, *,
+                       flip_sin_to_cos: bool = False, downscale_freq_shift: float = 1.0,
+                       scale: float = 1.0) -> jax.Array:
+  """Sinusoidal embedding of (integer or continuous) diffusion times: [B] -> float32 [B, dim].
+
+  Same conventions as diffusers' ``get_timestep_embedding``: frequencies
+  exp(-log(max_period) * i / (dim/2 - downscale_freq_shift)), sin half then cos half (cos first
+  when ``flip_sin_to_cos``), and a zero column appended when ``dim`` is odd. The defaults are
+  Ho et al.'s DDPM embedding (shift 1); DiT (Peebles & Xie) uses flip_sin_to_cos=True, shift 0.
+  """
+  half = dim // 2
+  exponent = -math.log(max_period) * jnp.arange(half, dtype=jnp.float32)
+  freqs = jnp.exp(exponent / (half - downscale_freq_shift))
+  args_BF = scale * jnp.asarray(t_B, jnp.float32)[:, None] * freqs[None, :]
+  sin, cos = jnp.sin(args_BF), jnp.cos(args_BF)
+  emb_BD = jnp.concatenate([cos, sin] if flip_sin_to_cos else [sin, cos], axis=-1)
+  if dim % 2:
+    emb_BD = jnp.pad(emb_BD, ((0, 0), (0, 1)))
+  return emb_BD

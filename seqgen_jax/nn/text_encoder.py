@@ -1,0 +1,85 @@
+"""A small bidirectional Transformer text encoder for text-conditioned diffusion (self-contained).
+
+Pre-LN encoder blocks (Vaswani et al. 2017, pre-LN as in GPT-2 / Imagen's T5 use), learned
+positions, a padding mask on the keys, a final LayerNorm. It returns per-token embeddings (the
+keys/values of the denoiser's cross-attention) and a masked-mean pooled vector (added to the
+time embedding, as Imagen does). Token-id conventions are shared with
+``seqgen_jax.data.captions``: 0 = padding, 1 = BOS, which starts every caption, so that the
+empty ("null") caption used for classifier-free guidance is the single token [BOS].
+
+Axis key: B batch, S text positions, N heads, H head width, D width, F MLP width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from seqgen_jax.nn.attention import dot_product_attention
+
+PAD_ID = 0
+BOS_ID = 1
+
+
+def null_text(batch_size: int) -> tuple[jax.Array, jax.Array]:
+  """The empty caption (one BOS token) for a batch: tokens [B, 1] int32, mask [B, 1] bool."""
+  return (jnp.full((batch_size, 1), BOS_ID, jnp.int32), jnp.ones((batch_size, 1), bool))
+
+
+class _EncoderBlock(nn.Module):
+  """x + Attn(LN(x)) with padded keys masked out, then x + MLP(LN(x))."""
+
+  num_heads: int
+  dropout: float = 0.0
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, x_BSD: jax.Array, mask_BS: jax.Array, *, train: bool) -> jax.Array:
+    d = x_BSD.shape[-1]
+    h = d // self.num_heads
+    init = nn.initializers.normal(0.02)
+    y = nn.LayerNorm(dtype=self.dtype, name="ln1")(x_BSD)
+    qkv_BS3NH = nn.DenseGeneral((3, self.num_heads, h), dtype=self.dtype, kernel_init=init,
+                                name="qkv")(y)
+    q, k, v = (qkv_BS3NH[:, :, i] for i in range(3))
+    y = dot_product_attention(q, k, v, mask=mask_BS[:, None, None, :])
+    y = nn.DenseGeneral(d, axis=(-2, -1), dtype=self.dtype, kernel_init=init, name="out")(y)
+    x_BSD = x_BSD + nn.Dropout(self.dropout, deterministic=not train)(y)
+    y = nn.LayerNorm(dtype=self.dtype, name="ln2")(x_BSD)
+    y = nn.Dense(4 * d, dtype=self.dtype, kernel_init=init, name="fc")(y)
+    y = nn.Dense(d, dtype=self.dtype, kernel_init=init, name="proj")(nn.gelu(y))
+    return x_BSD + nn.Dropout(self.dropout, deterministic=not train)(y)
+
+
+class TextEncoder(nn.Module):
+  """Tokens [B, S] + mask [B, S] (True = real token) -> (tokens_BSD, pooled_BD)."""
+
+  vocab_size: int
+  max_len: int = 32
+  width: int = 256
+  num_layers: int = 4
+  num_heads: int = 4
+  dropout: float = 0.0
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, tokens_BS: jax.Array, mask_BS: jax.Array, *, train: bool = False
+               ) -> tuple[jax.Array, jax.Array]:
+    s = tokens_BS.shape[1]
+    if s > self.max_len:
+      raise ValueError(f"text length {s} exceeds the text encoder's max_len={self.max_len}")
+    if self.width % self.num_heads:
+      raise ValueError(f"text width {self.width} is not divisible by num_heads={self.num_heads}")
+    mask_BS = mask_BS.astype(bool)
+    tok = nn.Embed(self.vocab_size, self.width, embedding_init=nn.initializers.normal(0.02),
+                   dtype=self.dtype, name="tok")(tokens_BS)
+    pos = self.param("pos", nn.initializers.normal(0.02), (self.max_len, self.width))
+    x_BSD = tok + pos[None, :s].astype(tok.dtype)
+    for i in range(self.num_layers):
+      x_BSD = _EncoderBlock(self.num_heads, self.dropout, self.dtype, name=f"block_{i}")(
+          x_BSD, mask_BS, train=train)
+    x_BSD = nn.LayerNorm(dtype=self.dtype, name="ln_f")(x_BSD)
+    w_BS1 = mask_BS[..., None].astype(jnp.float32)
+    pooled_BD = (x_BSD.astype(jnp.float32) * w_BS1).sum(1) / jnp.maximum(w_BS1.sum(1), 1.0)
+    return x_BSD, pooled_BD.astype(x_BSD.dtype)
