@@ -81,3 +81,32 @@ def test_entrypoint_prints_one_line_error_and_exits_2(tmp_path):
   assert last.startswith("error: Tiny Shakespeare: data directory ") and "does not exist" in last
   assert "Traceback" not in proc.stderr
   assert not wd.exists()
+
+
+def test_final_eval_runs_once_on_ema_params_and_is_written(tmp_path):
+  import json
+
+  import jax
+  import numpy as np
+
+  from seqgen_jax.registry import TASKS
+
+  seen = []
+  base = TASKS.get("lm")
+
+  class LMWithFinal(base):
+    def final_eval(self, params, rng):
+      seen.append(params)
+      return {"param_sum": float(sum(np.sum(x) for x in jax.tree.leaves(params)))}
+
+  if "lm_final_eval_test" not in TASKS:
+    TASKS.register("lm_final_eval_test")(LMWithFinal)
+  state = train_and_evaluate(tiny_lm_config(task="lm_final_eval_test", train__ema_decay=0.9,
+                                            train__num_steps=4), str(tmp_path))
+  assert len(seen) == 1
+  want = float(sum(np.sum(x) for x in jax.tree.leaves(state.ema_params)))
+  got = json.loads((tmp_path / "final_metrics.json").read_text())
+  assert got["step"] == 4 and np.isclose(got["param_sum"], want, rtol=1e-6)
+  assert not np.isclose(want, float(sum(np.sum(x) for x in jax.tree.leaves(state.params))))
+  rows = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if r["split"] == "final"]
+  assert rows and np.isclose(rows[0]["param_sum"], want, rtol=1e-6)

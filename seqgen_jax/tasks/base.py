@@ -64,6 +64,17 @@ class Task(abc.ABC):
     del params, rng
     return {}
 
+  def final_eval(self, params: PyTree, rng: jax.Array) -> dict[str, float]:
+    """Metrics that need generation or a whole split (BLEU with beam search, FID of samples,
+    test-split error), computed once at the end of training (``config.train.final_eval``).
+
+    ``params`` are the EMA parameters when the run keeps them, else the trained ones. The loop
+    logs the result under ``final/`` and writes ``<workdir>/final_metrics.json``. The default
+    computes nothing.
+    """
+    del params, rng
+    return {}
+
   def save_assets(self, workdir: str) -> None:
     """Writes files a checkpoint needs to be used later (e.g. the tokenizer)."""
     del workdir

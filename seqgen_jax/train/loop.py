@@ -303,6 +303,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   if step == tc.num_steps:
     run_eval_and_sample(step, eval_now=not every(tc.eval_every, step),
                         sample_now=not every(tc.get("sample_every", 0), step))
+    if tc.get("final_eval", True):
+      final_params = state.ema_params if state.ema_params is not None else state.params
+      t0 = time.perf_counter()
+      final = task.final_eval(final_params, jax.random.PRNGKey(tc.seed + 2))
+      if final:
+        writer.write_scalars(step, "final", final)
+        if is_main:
+          (wd / "final_metrics.json").write_text(json.dumps({"step": step, **final}, indent=2))
+        logging.info("final @ %d (%.1f s): %s", step, time.perf_counter() - t0,
+                     ", ".join(f"{k} {v:.4f}" for k, v in final.items()))
   if last_saved != step:
     ckpt.save(step, state, data_iter.get_state(), config_dict, force=True)
   ckpt.wait()
