@@ -80,3 +80,19 @@ def test_incremental_driver_equals_full_context_sampling():
     got = decoding.sample_incremental(step_fn, jnp.zeros((2, total), jnp.int32), prompt,
                                       total - 3, jax.random.PRNGKey(7), **kw)
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_lm_task_sampling_compiles_once_across_calls():
+  import jax
+  from conftest import tiny_lm_config
+
+  import seqgen_jax.tasks  # noqa: F401  (registers "lm")
+  from seqgen_jax.registry import TASKS
+
+  task = TASKS.get("lm")(tiny_lm_config())
+  params = task.init_params(jax.random.PRNGKey(0))
+  first = task.sample(params, jax.random.PRNGKey(1))
+  second = task.sample(params, jax.random.PRNGKey(2))
+  assert first == second  # greedy answers of fixed eval examples
+  fn = task._jit_cache["sample_answers"]
+  assert fn._cache_size() == 1

@@ -188,11 +188,18 @@ class LanguageModelTask(Task):
       return {"sample": self._sample_text(params, rng)}
     return {"sample": self._sample_answers(params)}
 
+  def _jitted(self, name: str, fn):
+    """``jax.jit(fn)`` made once per task and name, so periodic sampling compiles only once."""
+    cache = self.__dict__.setdefault("_jit_cache", {})
+    if name not in cache:
+      cache[name] = jax.jit(fn)
+    return cache[name]
+
   def _sample_text(self, params, rng) -> str:
     tok = self.data.tokenizer
     prompt = self.sample_cfg.get("prompt", "\n")
     prompt_1P = jnp.asarray(tok.encode(prompt))[None, :]
-    fn = jax.jit(lambda p, prompt, r: self._generate(
+    fn = self._jitted("sample_text", lambda p, prompt, r: self._generate(
         p, prompt, self.sample_cfg.get("num_tokens", 200), r,
         temperature=self.sample_cfg.get("temperature", 0.8),
         top_k=self.sample_cfg.get("top_k", None)))
@@ -204,8 +211,8 @@ class LanguageModelTask(Task):
     first = int(np.argmax(batch["weights"][0] > 0))  # targets[first] is the first answer token
     prompt_BP = jnp.asarray(batch["inputs"][:, :first + 1])
     n = self.data.seq_len - first
-    fn = jax.jit(lambda p, prompt: self._generate(p, prompt, n, jax.random.PRNGKey(0),
-                                                  greedy=True))
+    fn = self._jitted("sample_answers", lambda p, prompt: self._generate(
+        p, prompt, n, jax.random.PRNGKey(0), greedy=True))
     out_BT = np.asarray(fn(params, prompt_BP))  # [B, seq_len + 1]: inputs plus the last answer
     pred_BT = np.zeros_like(batch["targets"])
     pred_BT[:, first:] = out_BT[:, first + 1:]  # aligned with targets
