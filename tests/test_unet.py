@@ -127,6 +127,26 @@ def test_import_tiny_ddpm_layout_matches_diffusers(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, params, params_bin)
 
 
+def test_imported_unet_ddim50_equals_diffusers_ddim_loop(tmp_path):
+  """The path of a user with google/ddpm-cifar10-32 on disk: the imported network sampled with
+  our compiled DDIM-50 lands on the same images as diffusers' DDIMScheduler loop over the
+  original network, from the same x_T (the samplers of experiments/bench/ddim_sampling.py)."""
+  from experiments.bench.ddim_sampling import jax_sampler, torch_sampler
+
+  model = _diffusers_unet(1, sample_size=8, block_out_channels=[32, 64],
+                          down_block_types=["DownBlock2D", "AttnDownBlock2D"],
+                          up_block_types=["AttnUpBlock2D", "UpBlock2D"], norm_num_groups=8)
+  model.save_pretrained(tmp_path)
+  ours, params = load_diffusers_unet(tmp_path)
+  x_T = np.random.RandomState(3).randn(2, 8, 8, 3).astype(np.float32)
+  got = np.asarray(jax_sampler(ours, params, (8, 8, 3), 0, 2)(jax.random.PRNGKey(0),
+                                                                jnp.asarray(x_T)))
+  want = torch_sampler(model, (8, 8, 3), 0, 2, "float32", False)(
+      0, torch.from_numpy(x_T).permute(0, 3, 1, 2).contiguous()).permute(0, 2, 3, 1).numpy()
+  assert np.abs(got - x_T).max() > 0.1  # it really moved away from the noise
+  np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-4)  # float32, 50 chained steps
+
+
 def test_import_other_diffusers_conventions(tmp_path):
   """Multi-head attention, symmetric stride-2 padding, cos-first embedding, eps 1e-5."""
   model = _diffusers_unet(1, sample_size=8, block_out_channels=[32, 32],

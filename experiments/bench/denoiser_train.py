@@ -35,6 +35,7 @@ import torch
 
 from seqgen_jax.convert.diffusers_dit import convert_dit_state_dict, dit_kwargs_from_diffusers
 from seqgen_jax.convert.diffusers_unet import convert_unet_state_dict, unet_kwargs_from_diffusers
+from seqgen_jax.diffusion import process, schedules
 from seqgen_jax.nn.dit import DiT
 from seqgen_jax.nn.unet import UNet
 from seqgen_jax.train import sharding
@@ -42,10 +43,8 @@ from seqgen_jax.train.state import TrainState
 from seqgen_jax.train.step import make_train_step
 
 T = 1000
-# Benchmark-only forward process (the diffusion library in seqgen_jax/diffusion owns the real
-# one): Ho et al.'s linear beta schedule and q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I).
-BETAS = np.linspace(1e-4, 0.02, T, dtype=np.float64)
-ALPHA_BAR = np.cumprod(1.0 - BETAS).astype(np.float32)
+SCHEDULE = schedules.linear(T)  # Ho et al.: beta 1e-4 .. 0.02
+ALPHA_BAR = np.asarray(SCHEDULE.alphas_cumprod_T, np.float32)
 
 DDPM_CIFAR10 = dict(
     sample_size=32, in_channels=3, out_channels=3, block_out_channels=(128, 256, 256, 256),
@@ -56,11 +55,6 @@ DDPM_CIFAR10 = dict(
 DIT_B2 = dict(num_attention_heads=12, attention_head_dim=64, in_channels=4, out_channels=4,
               num_layers=12, sample_size=32, patch_size=2, num_embeds_ada_norm=1000,
               norm_eps=1e-6)
-
-
-def q_sample_jax(x0, t, eps):
-  ab = jnp.asarray(ALPHA_BAR)[t][:, None, None, None]
-  return jnp.sqrt(ab) * x0 + jnp.sqrt(1.0 - ab) * eps
 
 
 def build(model_name: str, dtype):
@@ -102,8 +96,8 @@ def jax_stepper(ours, params, classes: int, lr: float, dtype_name: str):
     t = jax.random.randint(k_t, (x0.shape[0],), 0, T)
     eps = jax.random.normal(k_eps, x0.shape)
     cond = {"label": batch["label"]} if classes else None
-    pred = ours.apply({"params": p}, q_sample_jax(x0, t, eps), t, cond=cond, train=True,
-                      rngs={"dropout": k_drop})
+    x_t = process.q_sample_discrete(SCHEDULE, x0, t, eps)
+    pred = ours.apply({"params": p}, x_t, t, cond=cond, train=True, rngs={"dropout": k_drop})
     return jnp.mean(jnp.square(pred - eps)), {}
 
   tx = optax.adam(lr)
