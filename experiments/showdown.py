@@ -110,7 +110,7 @@ def settings_for(mode: str, task: str = "copy") -> Settings:
     s = Settings(
         task=task, mode=mode, batch_size=64,
         model=dict(d_model=384, hidden_size=768, num_layers=6, num_heads=6, d_ff=1536,
-                   mlp_ratio=4, dropout=0.0),
+                   mlp_ratio=4, dropout=0.0, attention="auto"),  # auto: cuDNN flash on GPU
         sweep_models=[], sweep_steps=2000,  # [] -> every causal_lm model
         copy_delays=[8, 32, 128, 512], recall_pairs=[4, 16, 64, 256],
         scaling_models=["gpt", "lstm", "mingru", "lru"],

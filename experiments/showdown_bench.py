@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
 
 from experiments import showdown_steps
 from seqgen_jax import decoding
@@ -59,8 +60,14 @@ def seq_len_scaling(make_config: Callable[[str, int, int], ml_collections.Config
   for name in models:
     for t in lengths:
       b = max(ndev, (tokens_per_batch // t) // ndev * ndev)
-      prep = showdown_steps.prepare(make_config(name, t, b), count=False)
-      sec = showdown_steps.time_steps(prep, repeats=repeats)
+      try:
+        prep = showdown_steps.prepare(make_config(name, t, b), count=False)
+        sec = showdown_steps.time_steps(prep, repeats=repeats)
+      except Exception as e:  # noqa: BLE001  (out of device memory: a gap in the plot, not a crash)
+        if "RESOURCE_EXHAUSTED" not in str(e):
+          raise
+        logging.warning("%s at T=%d, batch %d: out of memory", name, t, b)
+        continue
       rows.append({"model": name, "seq_len": t, "batch": b,
                    "tokens_per_s": prep.tokens_per_step / sec,
                    "memory_mib": prep.memory.total / 2**20})
