@@ -91,7 +91,7 @@ def test_subs_gives_the_mask_token_zero_probability():
   np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-6)
 
 
-@pytest.mark.parametrize("steps", [1, 3, 16])
+@pytest.mark.parametrize("steps", [1, 16])
 def test_sampling_unmasks_everything_and_never_emits_the_mask(tiny_denoiser, steps):
   out = np.asarray(mdlm.ancestral_sample(tiny_denoiser, 64, L, MASK, steps,
                                          jax.random.PRNGKey(steps)))
@@ -116,6 +116,7 @@ def test_sampler_reveals_at_the_ancestral_rate_and_keeps_revealed_tokens():
   assert np.mean(out == 0) == pytest.approx(0.25, abs=0.02)
 
 
+@pytest.mark.slow
 def test_mdlm_task_trains_through_the_loop(tmp_path):
   from seqgen_jax.train import loop
 

@@ -79,6 +79,7 @@ def test_dit_forward_flops():
   assert 1.0 <= xla / hand < 1.15, (xla, hand)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["rnn", "gru", "lru"])
 def test_other_recurrent_counts_are_at_least_the_matmuls(model):
   """Looser: the count covers every time step (at least the matmul closed form)."""
