@@ -1,3 +1,6 @@
 """Tasks: model choice + loss + eval metrics + sampling. Importing this registers every task."""
 
-from seqgen_jax.tasks import lm  # noqa: F401  (registers "lm")
+from seqgen_jax.tasks import (  # noqa: F401  (importing a module registers its task)
+    lm,  # registers "lm"
+    mdlm,  # registers "mdlm"
+)

@@ -1,0 +1,136 @@
+"""The showdown: a tiny quick-mode run writes the table and every plot, a model registered only
+here appears in it without editing the showdown, and bad input fails with one line."""
+
+import math
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import showdown, showdown_report, showdown_steps
+from seqgen_jax.errors import ConfigError
+from seqgen_jax.registry import MODELS
+
+
+class CausalConvLM(nn.Module):
+  """A real (if small) causal LM: embedding, causal depthwise convolution of width 3, GELU MLP,
+  output layer. Position t sees tokens t-2..t only."""
+
+  vocab_size: int
+  d_model: int
+
+  @nn.compact
+  def __call__(self, tokens_BT, *, train=False):
+    x_BTD = nn.Embed(self.vocab_size, self.d_model)(tokens_BT)
+    x_BTD = jnp.pad(x_BTD, ((0, 0), (2, 0), (0, 0)))  # left padding: causal
+    x_BTD = nn.Conv(self.d_model, (3,), padding="VALID", feature_group_count=self.d_model)(x_BTD)
+    x_BTD = x_BTD + nn.Dense(self.d_model)(nn.gelu(nn.Dense(2 * self.d_model)(x_BTD)))
+    return nn.Dense(self.vocab_size)(x_BTD).astype(jnp.float32)
+
+
+@pytest.fixture
+def extra_model():
+  """Registers "test_causal_conv" (kind causal_lm) for one test, then removes it again."""
+  name = "test_causal_conv"
+  MODELS.register(name, kind="causal_lm", family="convolution")(
+      lambda cfg, *, vocab_size, max_len, dtype=None: CausalConvLM(vocab_size, cfg.d_model))
+  yield name
+  reg = MODELS._by_kind["causal_lm"]
+  del reg._entries[name], reg._tags[name]
+
+
+def tiny_settings(**kw) -> showdown.Settings:
+  s = showdown.settings_for("quick", "copy")
+  s.data = dict(length=2, delay=2, alphabet=4)
+  s.model = dict(d_model=16, hidden_size=16, num_layers=1, num_heads=2, d_ff=32, mlp_ratio=2,
+                 dropout=0.0)
+  s.batch_size = 8
+  s.seeds = 2
+  s.evals_per_run = 2
+  s.sweep_models, s.sweep_steps = ["rnn", "gpt"], 3
+  s.copy_delays, s.recall_pairs = [1, 4], [2]
+  s.scaling_models, s.scaling_lengths, s.scaling_tokens = ["gpt", "lstm"], [8, 16], 64
+  s.latency_lengths = [4, 8]
+  s.denoiser = dict(ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_levels=(1,), norm_groups=4,
+                    dropout=0.0, hidden_size=16, depth=1, num_heads=2, patch_size=2)
+  s.image_shape, s.denoise_steps, s.repeats = (8, 8, 3), [1, 2], 1
+  for k, v in kw.items():
+    setattr(s, k, v)
+  return s
+
+
+def test_a_newly_registered_model_appears_in_the_table(tmp_path, extra_model):
+  """Registered here, found through MODELS: trained under the budget, a row of the table."""
+  s = tiny_settings(models=[extra_model])
+  every = showdown.entries(tiny_settings())
+  assert ("lm", "causal_lm", extra_model) in every
+  flops = showdown_steps.count_flops(
+      showdown.make_config(s, "lm", extra_model, {"name": "copy", **s.data}))
+  s.budget_flops = 6.5 * flops
+  rows = showdown_report.summarize(showdown.train_all(s, str(tmp_path)))
+  table = showdown_report.markdown_table(rows)
+  (row,) = [line for line in table.splitlines() if f"| {extra_model} |" in line]
+  assert "| convolution |" in row and "(n=2)" in row
+  assert rows[0]["steps"] == 6 and rows[0]["train_flops"] == pytest.approx(6 * flops)
+  assert not math.isnan(rows[0]["ci"])
+
+
+@pytest.mark.slow
+def test_quick_showdown_writes_table_and_every_plot(tmp_path, extra_model):
+  every = showdown.entries(tiny_settings())
+  assert ("lm", "causal_lm", extra_model) in every  # found through the registry
+  assert {n for _, _, n in every} >= {"rnn", "lstm", "gru", "mingru", "minlstm", "lru", "gpt"}
+
+  s = tiny_settings(models=["gpt", "lstm", extra_model])
+  flops_per_step = {}
+  for name in s.models:
+    prep = showdown_steps.prepare(
+        showdown.make_config(s, "lm", name, {"name": "copy", **s.data}), compile=False)
+    flops_per_step[name] = prep.flops
+  s.budget_flops = 4.5 * flops_per_step["gpt"]  # GPT: 4 steps; the others what fits
+  results = showdown.run_showdown(s, str(tmp_path))
+
+  for name in showdown_report.PLOTS:
+    path = tmp_path / name
+    assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+  report = (tmp_path / "report.md").read_text()
+  assert results["table"] in report
+  rows = {line.split("|")[2].strip(): line for line in report.splitlines()
+          if line.startswith("| copy |")}
+  assert set(rows) == {"gpt", "lstm", extra_model}
+  by_model = showdown_report.summarize(results["runs"])
+  for r in by_model:
+    # The same budget: each model ran floor(budget / its XLA FLOPs per step) steps.
+    assert r["steps"] == int(s.budget_flops // flops_per_step[r["model"]]), r
+    assert r["train_flops"] <= s.budget_flops
+    assert r["seeds"] == 2 and not math.isnan(r["ci"]) and 0.0 <= r["quality"] <= 1.0
+    assert r["memory_kind"] == "XLA estimate" and r["memory_mib"] > 0
+  # Every benchmark produced its rows.
+  assert {(r["model"], r["seq_len"]) for r in results["scaling"]} == {
+      (m, t) for m in ("gpt", "lstm") for t in (8, 16)}
+  assert {r["model"] for r in results["token_latency"]} == {"gpt", "lstm"}
+  assert {r["model"] for r in results["image_latency"]} >= {"unet", "dit"}
+  assert {(r["task"], r["dependency"]) for r in results["dependency"]} == {
+      ("copy", 6), ("copy", 9), ("assoc_recall", 5)}
+
+
+def test_mean_ci_matches_scipy_t_interval():
+  from scipy import stats
+
+  x = [0.5, 0.7, 0.65, 0.8]
+  mean, half = showdown_report.mean_ci(x)
+  lo, hi = stats.t.interval(0.95, len(x) - 1, loc=np.mean(x), scale=stats.sem(x))
+  assert mean == pytest.approx(np.mean(x)) and half == pytest.approx((hi - lo) / 2)
+
+
+def test_bad_input_is_one_line():
+  with pytest.raises(ConfigError, match="choose one of: copy, assoc_recall, tinyshakespeare"):
+    showdown.entries(tiny_settings(task="mnist"))
+  with pytest.raises(ConfigError, match="does not fit|do\\(es\\) not fit"):
+    showdown.entries(tiny_settings(models=["bert"]))
+  s = tiny_settings(models=["gpt"], budget_flops=10.0)
+  prep = showdown_steps.prepare(
+      showdown.make_config(s, "lm", "gpt", {"name": "copy", **s.data}), compile=False)
+  with pytest.raises(ConfigError, match="less than one train step"):
+    showdown.budget_steps(s, prep)
