@@ -119,6 +119,12 @@ def step_flops(lowered: jax.stages.Lowered, mode: str) -> float | None:
   flops = perf.lowered_flops(lowered)
   if flops is not None and mode == "shard_map":
     flops *= jax.device_count()
+  if flops is not None and "stablehlo.while" in lowered.as_text():
+    logging.warning("the train step contains a loop (a lax.scan over time steps or layers): "
+                    "XLA counts a loop body once, so FLOPs/step, TFLOP/s and MFU below are "
+                    "LOWER BOUNDS; for an exact count build the model unrolled "
+                    "(model.unroll = sequence length, scan_layers=False), as "
+                    "experiments/showdown_steps.py does")
   return flops
 
 

@@ -8,6 +8,9 @@
   XLA counts a while loop's body once, so with gradient accumulation (a ``lax.scan`` over k
   micro-batches) the count is taken from the same step built with k=1: the same arithmetic.
   A ``shard_map`` step is lowered as the per-device program; loop.step_flops scales it.
+  Any other loop in the step (a ``lax.scan`` over time steps in the recurrent models, over
+  layers with ``scan_layers``) is also counted once: loop.step_flops then warns that the count
+  is a lower bound; the showdown counts such models built unrolled.
 * MFU = achieved FLOP/s / (devices x peak FLOP/s of one device), against the dense bf16 peak of
   the device kind (``peak_tflops``) (or ``train.peak_tflops`` when set). Unknown kinds
   (CPU, other GPUs) report TFLOP/s only and say "peak unknown".
