@@ -4,7 +4,7 @@ All 7 variables in and out, standardised with the training rows' statistics; the
 12 / 4 / 4-month split. Instance normalisation of each look-back window (RevIN without the
 affine part), input projection to 64, one LSTM layer of 128 units, its final state -> a linear
 map to the 96 x 7 forecast. MSE loss, AdamW lr 1e-3 (warm-up 100, cosine to 1e-5), batch 32,
-1,500 steps (about 5.7 epochs of the 8,449 training windows); no early stopping (the last step
+1,200 steps (about 4.5 epochs of the 8,449 training windows); no early stopping (the last step
 is reported). final_metrics.json: MSE / MAE over every test window (2,785, stride 1) on the
 normalised data, the same on validation, and the repeat-last-value and zero forecasts.
 Any forecaster runs with the same flags: --config.model.name=gru|rnn|mingru|minlstm|lru.
@@ -41,7 +41,7 @@ def get_config(arg: str | None = None):
   c.optimizer.weight_decay = 0.01
   c.optimizer.clip_grad_norm = 1.0
 
-  c.train.num_steps = 1500
+  c.train.num_steps = 1200
   c.train.batch_size = 32
   c.train.log_every = 100
   c.train.eval_every = 500

@@ -4,7 +4,7 @@
 only) give the encoder (``with_encoder_from``) and its tokenizer.json the vocabulary; the pooler
 and head start fresh. The encoder fields come from sst2_bert_mlm.bert_fields (they must match;
 a mismatch is a one-line error naming the parameter). AdamW lr 2e-4 (warm-up 100, linear decay),
-weight decay 0.01, dropout 0.1, batch 64, 1,200 steps (1.1 epochs; training batches cut at 32
+weight decay 0.01, dropout 0.1, batch 64, 1,000 steps (0.95 epochs; training batches cut at 32
 tokens, eval at 50). Eval: accuracy over the
 whole dev split; final_metrics.json also has test accuracy and the majority-class baseline.
 ``--config.init.from_workdir=''`` trains the same BERT from scratch (the comparison);
@@ -49,7 +49,7 @@ def get_config(arg: str | None = None):
   c.optimizer.weight_decay = 0.01
   c.optimizer.clip_grad_norm = 1.0
 
-  c.train.num_steps = 1200
+  c.train.num_steps = 1000
   c.train.batch_size = 64
   c.train.log_every = 100
   c.train.eval_every = 500

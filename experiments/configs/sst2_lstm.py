@@ -2,10 +2,11 @@
 
 Lower-cased words (vocabulary of the SST-2 training split), embedding 128, one bidirectional
 LSTM layer of 128 units per direction, final states of both directions -> linear head, dropout
-0.3, AdamW lr 2e-3 (warm-up 100, cosine to 1e-4), batch 64, 1,500 steps (1.4 epochs of the
-67,349 training phrases; training batches cut at 32 words, eval at 50). Eval: accuracy over the whole dev split (872); final_metrics.json also
-has test accuracy (1,821) and the majority-class baseline. Any classifier runs with the same
-flags: --config.model.name=gru|rnn|mingru|minlstm|lru (recurrent fields below).
+0.3, AdamW lr 2e-3 (warm-up 100, cosine to 1e-4), batch 64, 1,000 steps (0.95 epochs of the
+67,349 training phrases; training batches cut at 32 words, eval at 50). Eval: accuracy over
+the whole dev split (872); final_metrics.json also has test accuracy (1,821) and the
+majority-class baseline. Any classifier runs with the same flags:
+--config.model.name=gru|rnn|mingru|minlstm|lru (recurrent fields below).
 
   python -m experiments.main --config=experiments/configs/sst2_lstm.py \
       --workdir=/tmp/seqgen/sst2_lstm --config.data.data_dir=../shared/data
@@ -39,7 +40,7 @@ def get_config(arg: str | None = None):
   c.optimizer.weight_decay = 0.01
   c.optimizer.clip_grad_norm = 1.0
 
-  c.train.num_steps = 1500
+  c.train.num_steps = 1000
   c.train.batch_size = 64
   c.train.log_every = 100
   c.train.eval_every = 500
