@@ -84,7 +84,13 @@ def test_end_to_end_and_whole_split_metrics_match_a_loop(trained, data_dir, prep
   assert (wd / "tokenizer.json").is_file()
 
 
-@pytest.mark.parametrize("name", MODELS.names(kind="classifier"))
+# The LSTM trains end to end above and BERT runs in the HF test (and test_task_mlm.py); by
+# default one more family here, every other classifier under -m slow (compilation dominates).
+FAST = ("transformer",)
+
+
+@pytest.mark.parametrize("name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in MODELS.names(kind="classifier")])
 def test_every_classifier_gives_a_finite_loss_and_gradient(name, data_dir, prepared_dir):
   task = ClassifyTask(_config(data_dir, prepared_dir, name))
   batch = task.train_source().batch(0, slice(0, 8))

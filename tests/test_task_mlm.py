@@ -3,6 +3,7 @@ fine-tuning (classify with init.from_workdir) starting from exactly the pre-trai
 the pre-training run's tokenizer; one-line errors for a missing checkpoint or a foreign
 tokenizer."""
 
+import collections
 import json
 
 import jax
@@ -95,6 +96,15 @@ def test_mlm_batches_mask_only_words(mlm_run, data_dir, prepared_dir):
   # Every masked token of the whole dev split (the subset) is counted, padding rows excluded.
   want = sum(ev.batch(i, slice(0, 64))["weights"].sum() for i in range(ev.num_batches))
   assert evals[-1]["masked_tokens"] == want > 0
+  # final_eval: the same whole-split numbers, and the unigram baseline from a word count.
+  final = json.load(open(wd / "final_metrics.json"))
+  assert final["dev_masked_accuracy"] == pytest.approx(evals[-1]["masked_accuracy"])
+  counts = collections.Counter(w for s in task.train.sentences for w in s.lower().split())
+  top = tok.words.vocab.index(max(counts, key=counts.get))
+  hits = sum(float(np.sum((b["targets"] == top) * b["weights"]))
+             for b in (ev.batch(i, slice(0, 64)) for i in range(ev.num_batches)))
+  assert final["dev_unigram_accuracy"] == pytest.approx(hits / want)
+  assert final["dev_unigram_loss"] > 0
 
 
 def _finetune_config(data_dir, prepared_dir, from_workdir):

@@ -23,7 +23,10 @@ uniformly random word (not a special token) with 0.1, and stays as it is with 0.
 the metrics cover the selected positions only. Masks are drawn in the input pipeline from
 (seed, batch index), so a resumed run sees the same masks.
 
-Eval metrics: loss (nats per selected token), masked-token accuracy, perplexity.
+Eval metrics: loss (nats per selected token), masked-token accuracy, perplexity. ``final_eval``
+adds, on the same masked dev positions, the unigram baseline: the corpus word frequencies (with
+add-one smoothing) as the prediction, its loss and the accuracy of always guessing the most
+frequent word.
 Axis key: B batch, T position, V vocabulary.
 """
 
@@ -46,6 +49,7 @@ from seqgen_jax.errors import ConfigError
 from seqgen_jax.registry import MODELS, TASKS
 from seqgen_jax.tasks.base import Task
 from seqgen_jax.tasks.lm import token_nll_and_correct
+from seqgen_jax.tasks.whole_split import split_sums
 from seqgen_jax.train.step import compute_dtype_from_name
 
 MASK_WORD = "<mask>"
@@ -245,6 +249,28 @@ class MaskedLMTask(Task):
 
   def eval_source(self):
     return self.eval, self.eval.num_batches
+
+  def unigram_log_probs(self) -> np.ndarray:
+    """log p(word) of the training corpus (add-one smoothed over the vocabulary): [V]."""
+    counts = np.ones(self.tokenizer.vocab_size)
+    for s in self.train.sentences:
+      np.add.at(counts, self.tokenizer.words.encode(s), 1)
+    return np.log(counts / counts.sum())
+
+  def final_eval(self, params, rng):
+    del rng
+    out = {f"dev_{k}": v for k, v in self.finalize_eval(
+        split_sums(jax.jit(self.eval_step), params, self.eval)).items()}
+    logp_V = self.unigram_log_probs()
+    nll = correct = tokens = 0.0
+    for i in range(self.eval.num_batches):
+      b = self.eval.batch(i, slice(0, self.eval.global_batch_size))
+      w_BT, t_BT = b["weights"], b["targets"]
+      nll -= float(np.sum(logp_V[t_BT] * w_BT))
+      correct += float(np.sum((t_BT == np.argmax(logp_V)) * w_BT))
+      tokens += float(np.sum(w_BT))
+    out.update(dev_unigram_loss=nll / tokens, dev_unigram_accuracy=correct / tokens)
+    return out
 
   def save_assets(self, workdir: str) -> None:
     self.tokenizer.save(os.path.join(workdir, "tokenizer.json"))
