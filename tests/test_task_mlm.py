@@ -150,6 +150,16 @@ def test_finetune_errors(mlm_run, data_dir, prepared_dir, tmp_path):
   (other / "tokenizer.json").write_text(json.dumps(d))
   with pytest.raises(ConfigError, match="do not belong together"):
     classify.ClassifyTask(_finetune_config(data_dir, prepared_dir, other))
+  c = _finetune_config(data_dir, prepared_dir, wd)
+  c.model.name, c.model.pooling = "lstm", "final"
+  with pytest.raises(ConfigError, match="does not fit model.name=lstm: pretrained params have "
+                     "no encoder parameter"):
+    classify.ClassifyTask(c)
+  c = _finetune_config(data_dir, prepared_dir, wd)
+  c.model.d_ff = 64
+  with pytest.raises(ConfigError, match=r"does not fit model.name=bert: .*has shape \(32,\), "
+                                        r"the model wants \(64,\)"):
+    classify.ClassifyTask(c)
   d["vocab"] = [w for w in json.load(open(wd / "tokenizer.json"))["vocab"] if w != "<mask>"]
   (other / "tokenizer.json").write_text(json.dumps(d))
   with pytest.raises(ConfigError, match="not an mlm run's tokenizer"):

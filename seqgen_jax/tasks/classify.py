@@ -149,6 +149,8 @@ class ClassifyTask(Task):
       self.data = sentiment.from_builder(
           self.builder, eval_split=self.eval_split,
           tokenizer=mlm.ClsSepTokenizer(self.data.tokenizer, self.seq_len), **kw)
+    if self.pretrained is not None:
+      self._check_pretrained_fits(from_workdir)
     self.tokenizer = self.data.tokenizer
     train_len = dc.get("train_seq_len", 0) or self.seq_len
     if train_len != self.seq_len:
@@ -157,6 +159,21 @@ class ClassifyTask(Task):
           _with_max_len(self.tokenizer, train_len), train_len)
     self._kw = kw
     self._eval_jit = jax.jit(self.eval_step)
+
+  def _check_pretrained_fits(self, workdir: str) -> None:
+    """One-line ConfigError (before anything is traced) if the encoder cannot be moved in."""
+    tokens_BT = jnp.zeros((1, self.seq_len), jnp.int32)
+    shapes = jax.eval_shape(lambda: self.model.init(
+        {"params": jax.random.PRNGKey(0)}, tokens_BT, tokens_BT == 0, train=False)["params"])
+    name = self.config.model.name
+    if "encoder" not in shapes:
+      raise ConfigError(f"init.from_workdir needs a classifier with an 'encoder' (e.g. bert); "
+                        f"model.name={name} has none")
+    try:
+      with_encoder_from(shapes, self.pretrained)
+    except ConfigError as e:
+      raise ConfigError(f"init.from_workdir={workdir} does not fit model.name={name}: {e} "
+                        "(use the mlm run's encoder fields)") from None
 
   # ---------------------------------------------------------------- training and evaluation
 
