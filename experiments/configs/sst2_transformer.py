@@ -3,7 +3,7 @@ sst2_bert_finetune.py).
 
 The "transformer" classifier: pre-LN encoder, 2 layers, width 128, 4 heads, MLP 256, learned
 positions, mean pooling over the real tokens, dropout 0.1; lower-cased words of the SST-2
-training split; AdamW lr 5e-4 (warm-up 100, cosine to 1e-5), batch 64, 800 steps (0.76 epochs;
+training split; AdamW lr 5e-4 (warm-up 100, cosine to 1e-5), batch 64, 600 steps (0.57 epochs;
 training batches cut at 32 words, eval at 50). Eval:
 accuracy over the whole dev split; final_metrics.json also has test accuracy and the
 majority-class baseline. ``--config.model.name=bert`` trains the post-LN BERT classifier
@@ -41,7 +41,7 @@ def get_config(arg: str | None = None):
   c.optimizer.weight_decay = 0.01
   c.optimizer.clip_grad_norm = 1.0
 
-  c.train.num_steps = 800
+  c.train.num_steps = 600
   c.train.batch_size = 64
   c.train.log_every = 100
   c.train.eval_every = 500
