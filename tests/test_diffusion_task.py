@@ -256,3 +256,32 @@ def test_bad_config_is_one_line_error(data_dir):
   with pytest.raises(ConfigError, match="super-resolution needs model 'unet'"):
     TASKS.get("diffusion")(tiny_config(data_dir, sr__low_res_size=7, data__image_size=14,
                                        model__name="dit", model__size="DiT-S/2"))
+
+
+def test_continuous_vp_matches_the_discrete_linear_schedule():
+  """bits/dim integrates the VP SDE; at t = i / (N - 1) its alpha^2 must be the schedule's
+  abar_i (the closed form exp(-t^2 (b1 - b0) / 2 - t b0) against the cumulative product)."""
+  from seqgen_jax.diffusion import schedules
+
+  sched = schedules.make_schedule("linear", 1000)
+  vp = dtask.continuous_vp(sched)
+  i = np.array([0, 10, 100, 500, 999])
+  t = i / 999.0
+  abar_closed = np.exp(-0.5 * t**2 * (vp.beta_max - vp.beta_min) - t * vp.beta_min)
+  abar = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))[i]
+  # Equal up to the first step (abar_i has i + 1 betas) and O(1/N) discretisation.
+  np.testing.assert_allclose(np.log(abar_closed), np.log(abar), rtol=0.01, atol=1e-3)
+  np.testing.assert_allclose(np.asarray(vp.marginal(jnp.asarray(t))[0]) ** 2, abar_closed,
+                             rtol=1e-4, atol=1e-7)
+  with pytest.raises(ConfigError, match="linear schedule"):
+    dtask.continuous_vp(schedules.make_schedule("cosine", 1000))
+
+
+@pytest.mark.slow
+def test_training_lowers_the_test_denoising_loss(tmp_path, data_dir):
+  cfg = tiny_config(data_dir, data__max_examples=512, train__num_steps=200,
+                    train__eval_every=20, train__checkpoint_every=200, train__batch_size=32,
+                    optimizer__lr=3e-3, optimizer__warmup_steps=10, eval__bpd_num_examples=0)
+  train_and_evaluate(cfg, str(tmp_path))
+  ev = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if r.get("split") == "eval"]
+  assert ev[-1]["loss"] < 0.8 * ev[0]["loss"]

@@ -76,6 +76,16 @@ def area_downsample(x_BHWC: jax.Array, size: int) -> jax.Array:
   return x_BHWC.reshape(b, size, f, size, f, c).mean(axis=(2, 4))
 
 
+def continuous_vp(schedule: schedules.DiscreteSchedule) -> sde.VPSDE:
+  """The VP SDE whose N-step discretisation is a linear schedule: beta(t) in [beta_start N,
+  beta_end N]; discrete index i <-> t = i / (N - 1) (Song et al. 2021, app. B)."""
+  betas = np.asarray(schedule.betas_T, np.float64)
+  n = schedule.num_timesteps
+  if not np.allclose(np.diff(betas), (betas[-1] - betas[0]) / (n - 1), rtol=1e-3, atol=1e-9):
+    raise ConfigError("the probability-flow likelihood needs the linear schedule")
+  return sde.VPSDE(beta_min=float(betas[0]) * n, beta_max=float(betas[-1]) * n, num_steps=n)
+
+
 def parse_sampler(spec: str) -> tuple[str, int]:
   """'ddim-50' -> ('ddim', 50); the name must be a registered sampler."""
   m = re.fullmatch(r"([a-z0-9_]+)-(\d+)", spec)
@@ -495,11 +505,7 @@ class DiffusionTask(Task):
       return {}
     n = int(self.eval_cfg.bpd_num_examples)
     bs = min(int(self.eval_cfg.get("bpd_batch_size", 64)), n)
-    # The linear schedule is the N-step discretisation of the VP SDE with beta(t) in
-    # [beta_start N, beta_end N]; discrete index i <-> t = i / (N - 1).
-    betas = np.asarray(self.schedule.betas_T)
-    vp = sde.VPSDE(beta_min=float(betas[0]) * self.T, beta_max=float(betas[-1]) * self.T,
-                   num_steps=self.T)
+    vp = continuous_vp(self.schedule)
     null = self._null_cond(self.label_cond(np.zeros(bs, np.int32)))
     model_fn = lambda x, t, c: self._apply(params, x, t * (self.T - 1), c)
 
@@ -532,6 +538,10 @@ class DiffusionTask(Task):
 
   def fid_and_accuracy(self, params, rng) -> dict[str, float]:
     """FID (own classifier features) per sampler and the classifier's accuracy on samples."""
+    if self.pixel_shape != tuple(self.data.image_shape):
+      logging.info("FID skipped: samples are %s, the dataset's test images %s (a cascade's SR "
+                   "stage measures the whole cascade)", self.pixel_shape, self.data.image_shape)
+      return {}
     # Imported here: only runs that ask for FID need the feature network's module.
     fid = importlib.import_module("seqgen_jax.eval.fid")
 
