@@ -92,7 +92,8 @@ def test_end_to_end_label_conditional(tmp_path, data_dir, monkeypatch):
   """Trains through train_and_evaluate: metrics, a grid PNG, and final bits/dim + FID keys."""
   monkeypatch.setitem(sys.modules, "seqgen_jax.eval.fid", _stub_fid_module())
   _StubFeatureNet.seen = []
-  cfg = tiny_config(data_dir, eval__fid_classifier_workdir="/stub/fidnet")
+  # FID needs samples at the dataset's 28x28 resolution.
+  cfg = tiny_config(data_dir, data__image_size=0, eval__fid_classifier_workdir="/stub/fidnet")
   train_and_evaluate(cfg, str(tmp_path))
   rows = read_jsonl(tmp_path / "metrics.jsonl")
   train = [r for r in rows if r.get("split") == "train"]
@@ -102,15 +103,15 @@ def test_end_to_end_label_conditional(tmp_path, data_dir, monkeypatch):
   grid = tmp_path / "samples" / "ddim_guided_by_class_4.png"
   from PIL import Image
   img = np.asarray(Image.open(grid))
-  # 10 classes x 1 sample of 7x7 with a 1-pixel border: 10 * 8 + 1 rows, 1 * 8 + 1 columns.
-  assert img.shape[:2] == (81, 9)
+  # 10 classes x 1 sample of 28x28 with a 1-pixel border: 10 * 29 + 1 rows, 29 + 1 columns.
+  assert img.shape[:2] == (291, 30)
   final = json.loads((tmp_path / "final_metrics.json").read_text())
   assert 0 < final["bpd"] < 40 and final["bpd_num_examples"] == 2
   assert final["fid_ddim2"] == 42.0 and final["fid_num_samples"] == 20
   # Labels are arange(N) % 10, so a classifier that says "3" is right on 2 of 20.
   assert final["guided_acc_ddim2"] == pytest.approx(0.1)
   fid_calls = [s for s in _StubFeatureNet.seen if s[0] == "fid"]
-  assert fid_calls == [("fid", (20, 7, 7, 1), np.uint8, "mnist")]
+  assert fid_calls == [("fid", (20, 28, 28, 1), np.uint8, "mnist")]
 
 
 def test_text_to_image_path(data_dir):
@@ -273,6 +274,9 @@ def test_continuous_vp_matches_the_discrete_linear_schedule():
   np.testing.assert_allclose(np.log(abar_closed), np.log(abar), rtol=0.01, atol=1e-3)
   np.testing.assert_allclose(np.asarray(vp.marginal(jnp.asarray(t))[0]) ** 2, abar_closed,
                              rtol=1e-4, atol=1e-7)
+  # The log-SNR-matched index is i up to the first step and the O(1/N) discretisation gap.
+  index = np.asarray(dtask.continuous_to_index(sched, vp)(jnp.asarray(t, jnp.float32)))
+  np.testing.assert_allclose(index, i, atol=4.0)
   with pytest.raises(ConfigError, match="linear schedule"):
     dtask.continuous_vp(schedules.make_schedule("cosine", 1000))
 

@@ -34,6 +34,7 @@ def diffusion_defaults(c):
   c.eval.bpd_batch_size = 64
   c.eval.bpd_ode_steps = 100
   c.eval.bpd_method = "rk4"
+  c.eval.bpd_eps = 1e-3  # the noise level of the first training step (see continuous_to_index)
   c.eval.bpd_num_probes = 1
   c.eval.fid_classifier_workdir = ""
   c.eval.fid_num_samples = 10000

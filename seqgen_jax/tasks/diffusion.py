@@ -86,6 +86,24 @@ def continuous_vp(schedule: schedules.DiscreteSchedule) -> sde.VPSDE:
   return sde.VPSDE(beta_min=float(betas[0]) * n, beta_max=float(betas[-1]) * n, num_steps=n)
 
 
+def continuous_to_index(schedule: schedules.DiscreteSchedule, vp: sde.VPSDE
+                        ) -> Callable[[jax.Array], jax.Array]:
+  """t in [0, 1] -> the fractional training index with the same log-SNR (clamped to [0, T-1]).
+
+  A network trained on the discrete steps knows noise levels from sigma_0 = sqrt(beta_0) up;
+  matching log-SNR (rather than i = t (N - 1)) keeps its eps-prediction consistent with the
+  SDE's sigma_t, which matters at small t, where score = -eps / sigma_t. Start likelihood
+  integrations at t >= the level of index 0 (eval.bpd_eps, 1e-3 for Ho et al.'s schedule).
+  """
+  neg_log_snr_T = -schedule.log_snr_T  # increasing in the index
+
+  def to_index(t: jax.Array) -> jax.Array:
+    neg = -schedules.continuous_log_snr(schedules.vp_linear_log_alpha(t, vp.beta_min, vp.beta_max))
+    return jnp.interp(neg, neg_log_snr_T, jnp.arange(schedule.num_timesteps, dtype=jnp.float32))
+
+  return to_index
+
+
 def parse_sampler(spec: str) -> tuple[str, int]:
   """'ddim-50' -> ('ddim', 50); the name must be a registered sampler."""
   m = re.fullmatch(r"([a-z0-9_]+)-(\d+)", spec)
@@ -507,7 +525,8 @@ class DiffusionTask(Task):
     bs = min(int(self.eval_cfg.get("bpd_batch_size", 64)), n)
     vp = continuous_vp(self.schedule)
     null = self._null_cond(self.label_cond(np.zeros(bs, np.int32)))
-    model_fn = lambda x, t, c: self._apply(params, x, t * (self.T - 1), c)
+    to_index = continuous_to_index(self.schedule, vp)
+    model_fn = lambda x, t, c: self._apply(params, x, to_index(t), c)
 
     @jax.jit
     def nll(x_uint, key):
@@ -517,7 +536,8 @@ class DiffusionTask(Task):
           model_fn, vp, y, k_ll, prediction=self.prediction, cond=null or None,
           num_steps=int(self.eval_cfg.get("bpd_ode_steps", 100)),
           method=self.eval_cfg.get("bpd_method", "rk4"),
-          num_probes=int(self.eval_cfg.get("bpd_num_probes", 1)))
+          num_probes=int(self.eval_cfg.get("bpd_num_probes", 1)),
+          eps=float(self.eval_cfg.get("bpd_eps", 1e-3)))
       return likelihood.bits_per_dim(logp, math.prod(self.pixel_shape))
 
     reader = images.load(self.config.data.name, DataOptions.from_config(self.config.data),
