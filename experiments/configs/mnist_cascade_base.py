@@ -1,0 +1,18 @@
+"""Cascade stage 1: class-conditional DDPM on 14x14 MNIST (area-downsampled), for mnist_sr.py.
+
+  python -m experiments.main --config=experiments/configs/mnist_cascade_base.py \
+      --workdir=/tmp/seqgen/mnist_base14
+  python -m experiments.main --config=experiments/configs/mnist_cascade_base.py:runlocal \
+      --workdir=/tmp/seqgen/mnist_base14_local        # CPU smoke run
+"""
+
+from experiments.configs import mnist_ddpm_unet
+
+
+def get_config(arg: str | None = None):
+  c = mnist_ddpm_unet.get_config(arg)
+  c.data.image_size = 14
+  c.model.ch_mult = (1, 2)
+  c.model.attn_resolutions = (7,)
+  c.eval.bpd_num_examples = 0  # bits/dim of 14x14 area averages is not MNIST's
+  return c
