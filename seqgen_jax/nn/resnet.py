@@ -29,8 +29,12 @@ ACTIVATIONS = {"relu": nn.relu, "swish": nn.swish, "gelu": nn.gelu}
 
 
 def _groups(channels: int, max_groups: int) -> int:
-  """The largest divisor of ``channels`` that is <= max_groups (32 for the usual widths)."""
-  g = min(max_groups, channels)
+  """The largest divisor of ``channels`` that is <= max_groups and leaves >= 4 channels a group.
+
+  Narrow layers get fewer groups: with one or two channels a group, GroupNorm is (nearly)
+  instance normalisation, and the globally pooled features then lose each channel's magnitude.
+  """
+  g = max(1, min(max_groups, channels // 4))
   while channels % g:
     g -= 1
   return g
@@ -41,7 +45,7 @@ class PreActBlock(nn.Module):
 
   width: int
   stride: int = 1
-  groups: int = 32
+  groups: int = 8
   activation: str = "relu"
   dtype: jnp.dtype | None = None
 
@@ -70,7 +74,7 @@ class ResNet(nn.Module):
   width: int = 32
   blocks_per_stage: int = 2
   num_stages: int = 3
-  groups: int = 32
+  groups: int = 8
   activation: str = "relu"
   dtype: jnp.dtype | None = None
 
@@ -110,7 +114,8 @@ class ResNet(nn.Module):
 def build_resnet(cfg: ml_collections.ConfigDict, *, image_shape: tuple[int, int, int],
                  num_classes: int, dtype: jnp.dtype | None = None) -> ResNet:
   """Pre-activation GroupNorm ResNet: width (32), blocks_per_stage (2), num_stages (3),
-  groups (32), activation ("relu" | "swish" | "gelu")."""
+  groups (8: at most 8 GroupNorm groups, >= 4 channels each), activation ("relu" | "swish" |
+  "gelu")."""
   act = cfg.get("activation", "relu")
   if act not in ACTIVATIONS:
     raise ConfigError(f"unknown activation '{act}'; choose one of: {', '.join(ACTIVATIONS)}")
@@ -124,4 +129,4 @@ def build_resnet(cfg: ml_collections.ConfigDict, *, image_shape: tuple[int, int,
                       f"(model.num_stages={stages})")
   return ResNet(num_classes=num_classes, image_shape=tuple(image_shape),
                 width=cfg.get("width", 32), blocks_per_stage=cfg.get("blocks_per_stage", 2),
-                num_stages=stages, groups=cfg.get("groups", 32), activation=act, dtype=dtype)
+                num_stages=stages, groups=cfg.get("groups", 8), activation=act, dtype=dtype)
