@@ -133,7 +133,7 @@ def _torch_resnet_logits(params, x_NHWC, blocks_per_stage, num_stages, groups):
 
   def norm(h, p):
     c = h.shape[1]
-    g = max(d for d in range(1, min(groups, c // 4) + 1) if c % d == 0)
+    g = max(d for d in range(1, min(groups, c) + 1) if c % d == 0)
     return F.group_norm(h, g, t(p["scale"]), t(p["bias"]), eps=1e-6)
 
   h = conv(t(x_NHWC).permute(0, 3, 1, 2), params["stem"]["kernel"], 1)

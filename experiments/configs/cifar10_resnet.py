@@ -35,11 +35,11 @@ def get_config(arg: str | None = None):
   c.optimizer.min_lr = 2e-5
   c.optimizer.weight_decay = 0.05
 
-  c.train.num_steps = 300
+  c.train.num_steps = 240
   c.train.batch_size = 128
   c.train.log_every = 50
-  c.train.eval_every = 150
-  c.train.checkpoint_every = 150
+  c.train.eval_every = 120
+  c.train.checkpoint_every = 120
   c.eval.batch_size = 500
   c.eval.num_batches = 4  # periodic eval: 2,000 test images; final_eval: all 10,000
 
