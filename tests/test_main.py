@@ -42,7 +42,7 @@ def test_shakespeare_runlocal_reports_bpc_and_text(tmp_path, data_dir):
 @pytest.mark.parametrize("override, message", [
     (dict(model__name="transformerxl"), r"unknown causal_lm model 'transformerxl'; "
                                         r"choose one of: gpt"),
-    (dict(task="vision"), r"unknown task 'vision'; choose one of: lm"),
+    (dict(task="vision"), r"unknown task 'vision'; choose one of: .*\blm\b"),
     (dict(optimizer__name="adamax"), r"unknown optimizer 'adamax'; choose one of: adafactor, "
                                      r"adam, adamw, lion, sgd"),
     (dict(optimizer__schedule="step"), r"unknown learning-rate schedule 'step'"),
