@@ -122,6 +122,8 @@ class ModelRegistry:
 #       decode(tokens_BT, cache, position) -> (logits_BTV, cache)
 #   kind="image_classifier" build(cfg, *, image_shape, num_classes, dtype)
 #       __call__(images_BHWC, *, train) -> logits_BC
+#       (images float32 in [-1, 1]: the image_classify task scales the uint8 pixels; optional
+#       features(images_BHWC) -> [B, D], the penultimate activations, for FID: eval/fid.py)
 #   kind="masked_lm"        build(cfg, *, vocab_size, max_len, dtype)
 #       __call__(tokens_BT, mask_BT, *, train) -> logits_BTV
 #   kind="denoiser"         build(cfg, *, image_shape, num_classes, dtype)

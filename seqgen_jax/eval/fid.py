@@ -32,6 +32,7 @@ import functools
 import json
 import os
 import tempfile
+import warnings
 from typing import Any
 
 import flax.linen as nn
@@ -166,8 +167,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
   """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2):
   ||mu1 - mu2||^2 + tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2)).
 
-  The usual safeguards (as in pytorch-fid): if sqrtm of the product is not finite (a singular
-  product, e.g. fewer images than features) both covariances get ``eps`` on the diagonal; a
+  The usual safeguards (as in pytorch-fid): if sqrtm of the product is singular or not finite
+  (e.g. fewer images than features, or a feature that is constant) both covariances get
+  ``eps`` on the diagonal; a
   complex root whose imaginary part is round-off (its diagonal < 1e-3) is taken as real, and a
   larger one raises. The result is clipped at 0 (round-off can make it slightly negative).
   """
@@ -179,8 +181,10 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     raise DataError(f"mismatched statistics: means {mu1.shape} / {mu2.shape}, covariances "
                     f"{s1.shape} / {s2.shape}")
   diff = mu1 - mu2
-  covmean = scipy.linalg.sqrtm(s1 @ s2)
-  if not np.all(np.isfinite(covmean)):
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always", scipy.linalg.LinAlgWarning)
+    covmean = scipy.linalg.sqrtm(s1 @ s2)
+  if caught or not np.all(np.isfinite(covmean)):
     offset = np.eye(s1.shape[0]) * eps
     covmean = scipy.linalg.sqrtm((s1 + offset) @ (s2 + offset))
   if np.iscomplexobj(covmean):

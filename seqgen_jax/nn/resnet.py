@@ -29,7 +29,12 @@ ACTIVATIONS = {"relu": nn.relu, "swish": nn.swish, "gelu": nn.gelu}
 
 
 def _groups(channels: int, max_groups: int) -> int:
-  """The largest divisor of ``channels`` that is <= max_groups (32 for the usual widths)."""
+  """The largest divisor of ``channels`` that is <= max_groups (32 by default, as Wu & He).
+
+  Layers narrower than ``max_groups`` channels get one channel a group (instance
+  normalisation); with the small CPU widths of the configs that is the whole first stages. A
+  cap of >= 4 channels a group was tried and learned markedly slower (README).
+  """
   g = min(max_groups, channels)
   while channels % g:
     g -= 1
@@ -110,7 +115,8 @@ class ResNet(nn.Module):
 def build_resnet(cfg: ml_collections.ConfigDict, *, image_shape: tuple[int, int, int],
                  num_classes: int, dtype: jnp.dtype | None = None) -> ResNet:
   """Pre-activation GroupNorm ResNet: width (32), blocks_per_stage (2), num_stages (3),
-  groups (32), activation ("relu" | "swish" | "gelu")."""
+  groups (32: GroupNorm groups, fewer where a layer has fewer channels), activation ("relu" |
+  "swish" | "gelu")."""
   act = cfg.get("activation", "relu")
   if act not in ACTIVATIONS:
     raise ConfigError(f"unknown activation '{act}'; choose one of: {', '.join(ACTIVATIONS)}")
