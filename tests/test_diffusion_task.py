@@ -114,6 +114,7 @@ def test_end_to_end_label_conditional(tmp_path, data_dir, monkeypatch):
   assert fid_calls == [("fid", (20, 28, 28, 1), np.uint8, "mnist")]
 
 
+@pytest.mark.slow  # minutes of XLA compilation on 2 CPU cores; run with -m slow
 def test_text_to_image_path(data_dir):
   """Captions reach the model through the text encoder; prompts change the samples."""
   task = TASKS.get("diffusion")(tiny_config(data_dir, cond__kind="text", cond__guidance=2.0))
@@ -171,6 +172,7 @@ def _autoencoder_workdir(path, data_dir, *, train: bool) -> str:
   return str(path)
 
 
+@pytest.mark.slow  # minutes of XLA compilation on 2 CPU cores; run with -m slow
 def test_latent_path_encodes_and_decodes_through_the_autoencoder(tmp_path, data_dir):
   """An autoencoder run feeds latent diffusion: latent shape, scale, decode(encode), samples."""
   ae_dir = _autoencoder_workdir(tmp_path / "ae", data_dir, train=False)
