@@ -9,4 +9,5 @@ from seqgen_jax.tasks import (  # noqa: F401  (importing a module registers its 
     lm,  # registers "lm"
     mdlm,  # registers "mdlm"
     mlm,  # registers "mlm"
+    translate,  # registers "translate"
 )
