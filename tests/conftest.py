@@ -80,6 +80,11 @@ def tiny_lm_config(**overrides):
   c.train.eval_every = 10
   c.train.checkpoint_every = 10
   c.eval.num_batches = 2
+  return apply_overrides(c, **overrides)
+
+
+def apply_overrides(c, **overrides):
+  """Sets dotted config paths spelt with ``__`` (``train__seed=1``) on ``c``; returns ``c``."""
   for key, value in overrides.items():
     node = c
     *path, leaf = key.split("__")

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import apply_overrides
 
 from seqgen_jax.errors import ConfigError
 from seqgen_jax.registry import TASKS
@@ -51,13 +52,7 @@ def tiny_config(data_dir, **overrides):
   c.eval.fid_num_samples = 20
   c.eval.fid_batch_size = 10
   c.eval.fid_samplers = ("ddim-2",)
-  for key, value in overrides.items():
-    node = c
-    *path, leaf = key.split("__")
-    for p in path:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return apply_overrides(c, **overrides)
 
 
 class _StubFeatureNet:

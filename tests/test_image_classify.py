@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from conftest import apply_overrides
 
 from seqgen_jax.errors import ConfigError, DataError
 from seqgen_jax.eval import fid
@@ -48,13 +49,7 @@ def tiny_config(data_dir, **overrides):
   c.train.checkpoint_every = 50
   c.eval.batch_size = 64
   c.eval.num_batches = 2
-  for k, v in overrides.items():
-    node = c
-    *path, leaf = k.split("__")
-    for p in path:
-      node = node[p]
-    node[leaf] = v
-  return c
+  return apply_overrides(c, **overrides)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 import sacrebleu
-from conftest import read_jsonl
+from conftest import apply_overrides, read_jsonl
 
 from seqgen_jax.errors import ConfigError
 from seqgen_jax.registry import TASKS
@@ -54,13 +54,7 @@ def tiny_config(data_dir, model: str = "lstm", **overrides):
   c.eval.max_decode_len = 16
   c.eval.decode_batch_size = 504  # test_2016 (1,000 sentences): two batches, the last padded
   c.sample.num_sentences = 2
-  for key, value in overrides.items():
-    node = c
-    *path, leaf = key.split("__")
-    for p in path:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return apply_overrides(c, **overrides)
 
 
 class _OneTask:
