@@ -80,6 +80,7 @@ def _stub_fid_module():
     return 42.0
 
   mod.fid_from_samples = fid_from_samples
+  mod.real_data_floor = lambda net, dataset, n, data_dir: 7.0 + n
   return mod
 
 
@@ -103,6 +104,7 @@ def test_end_to_end_label_conditional(tmp_path, data_dir, monkeypatch):
   final = json.loads((tmp_path / "final_metrics.json").read_text())
   assert 0 < final["bpd"] < 40 and final["bpd_num_examples"] == 2
   assert final["fid_ddim2"] == 42.0 and final["fid_num_samples"] == 20
+  assert final["fid_real_data_floor"] == 27.0  # the floor at the same sample count
   # Labels are arange(N) % 10, so a classifier that says "3" is right on 2 of 20.
   assert final["guided_acc_ddim2"] == pytest.approx(0.1)
   fid_calls = [s for s in _StubFeatureNet.seen if s[0] == "fid"]

@@ -248,6 +248,22 @@ def test_fid_of_the_test_split_is_zero_grows_with_noise_and_is_cached(
     fid.reference_stats(net, "mnist", str(data_dir), **kw)
 
 
+def test_real_data_floor_is_the_fid_of_training_images(net, data_dir, monkeypatch):
+  """The floor is FID(first n training images, test reference), computed here from its parts
+  (training images: none is in the reference set); too few images is a one-line error."""
+  kw = dict(max_examples=SUBSET)
+  train, _ = fid.dataset_images("mnist", str(data_dir), split="train", max_examples=SUBSET)
+  ref = fid.reference_stats(net, "mnist", str(data_dir), **kw)
+  want = fid.frechet_distance(*fid.statistics(net.features(train)), *ref)
+  floor = fid.real_data_floor(net, "mnist", SUBSET, str(data_dir), **kw)
+  assert floor == pytest.approx(want) and floor > 0
+  test_images, _ = fid.dataset_images("mnist", str(data_dir), **kw)
+  assert fid.fid_from_samples(net, test_images, "mnist", str(data_dir), **kw) < floor
+  monkeypatch.setattr(fid, "dataset_images", lambda *a, **k: (train[:100], None))
+  with pytest.raises(DataError, match="has 100 images, fewer than the 512 asked for"):
+    fid.real_data_floor(net, "mnist", SUBSET, str(data_dir), **kw)
+
+
 @pytest.mark.slow
 def test_vit_trains_through_the_task(tmp_path, data_dir):
   c = tiny_config(data_dir, model__name="vit", data__augment="none")

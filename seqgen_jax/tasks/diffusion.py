@@ -590,6 +590,8 @@ class DiffusionTask(Task):
       out[f"sample_s_{tag}"] = time.perf_counter() - t0
       logging.info("%s: %s", spec, {k: v for k, v in out.items() if k.endswith(tag)})
     out["fid_num_samples"] = float(n)
+    # What a perfect sampler would score with n samples (FID's small-sample bias).
+    out["fid_real_data_floor"] = float(fid.real_data_floor(net, self.dataset, n, data_dir))
     return out
 
 
