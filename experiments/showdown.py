@@ -156,8 +156,9 @@ def make_config(s: Settings, train_task: str, model: str, data: dict, *, seed: i
   c.train.log_every = c.train.eval_every = every
   c.train.checkpoint_every = 0
   c.train.async_checkpoint = False
+  c.train.sample_every = -1  # no sample text: the showdown keeps numbers only
+  c.train.final_eval = False
   c.eval.num_batches = 4
-  c.sample.num_tokens = 32
   return c
 
 
@@ -281,13 +282,24 @@ def dependency_sweep(s: Settings) -> list[dict]:
             for d in s.copy_delays]
   points += [("assoc_recall", dict(name="assoc_recall", num_pairs=p, num_keys=max(16, p),
                                    num_values=16), 2 * p + 1, 1 / 16) for p in s.recall_pairs]
+  longest_copy = max(s.copy_delays, default=None)
   for task, data, dep, chance in points:
     for name in models:
       prep = showdown_steps.prepare(make_config(s, "lm", name, data, num_steps=s.sweep_steps),
                                     count=False)
-      metrics = showdown_steps.train_briefly(prep)
-      rows.append({"task": task, "model": name, "dependency": dep, "chance": chance,
-                   "accuracy": metrics["accuracy"], "steps": s.sweep_steps})
+      metrics, params = showdown_steps.train_briefly(prep)
+      row = {"task": task, "model": name, "dependency": dep, "chance": chance,
+             "accuracy": metrics["accuracy"], "steps": s.sweep_steps}
+      if task == "copy" and data["delay"] == longest_copy:
+        # How much gradient reaches each input token, by distance back from the first answer
+        # position (index length + delay): where vanishing gradients show directly.
+        batch = prep.task.train_source().batch(0, slice(0, s.batch_size))
+        norms = showdown_steps.input_gradient_norms(prep.task, params, batch)
+        first_answer = data["length"] + data["delay"]
+        row["delay"] = data["delay"]
+        row["grad_distance"] = [first_answer - t for t in range(first_answer + 1)]
+        row["grad_norm"] = [float(norms[t]) for t in range(first_answer + 1)]
+      rows.append(row)
       logging.info("sweep %s dependency %d %s: accuracy %.3f", task, dep, name,
                    metrics["accuracy"])
   return rows
@@ -369,6 +381,31 @@ def _json_default(x):
   return str(x)
 
 
+def settings_from_flags() -> Settings:
+  """The --mode preset for --task, with --seeds, --models, --data_dir and the budget flags."""
+  from seqgen_jax.errors import ConfigError
+
+  if _TASK.value not in TASK_KINDS:
+    raise ConfigError(f"unknown showdown task '{_TASK.value}'; choose one of: "
+                      f"{', '.join(TASK_KINDS)}")
+  if _BUDGET_SECONDS.value is not None and _BUDGET_FLOPS.value is not None:
+    raise ConfigError("give one budget: --budget_flops or --budget_seconds, not both")
+  for flag in (_BUDGET_SECONDS, _BUDGET_FLOPS):
+    if flag.value is not None and not flag.value > 0:
+      raise ConfigError(f"--{flag.name} must be > 0, got {flag.value}")
+  if _SEEDS.value < 1:
+    raise ConfigError(f"--seeds must be >= 1, got {_SEEDS.value}")
+  s = settings_for(_MODE.value, _TASK.value)
+  s.seeds = _SEEDS.value
+  s.models = _MODELS.value
+  s.data_dir = _DATA_DIR.value
+  if _BUDGET_SECONDS.value is not None:
+    s.budget_seconds, s.budget_flops = _BUDGET_SECONDS.value, None
+  elif _BUDGET_FLOPS.value is not None:
+    s.budget_flops = _BUDGET_FLOPS.value
+  return s
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -382,20 +419,8 @@ def main(argv):
   if not jax.config.jax_compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", os.path.join(_OUT.value, ".jax_cache"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  s = settings_for(_MODE.value, _TASK.value) if _TASK.value in TASK_KINDS else None
   try:
-    if s is None:
-      from seqgen_jax.errors import ConfigError
-      raise ConfigError(f"unknown showdown task '{_TASK.value}'; choose one of: "
-                        f"{', '.join(TASK_KINDS)}")
-    s.seeds = _SEEDS.value
-    s.models = _MODELS.value
-    s.data_dir = _DATA_DIR.value
-    if _BUDGET_SECONDS.value:
-      s.budget_seconds, s.budget_flops = _BUDGET_SECONDS.value, None
-    elif _BUDGET_FLOPS.value:
-      s.budget_flops = _BUDGET_FLOPS.value
-    results = run_showdown(s, _OUT.value)
+    results = run_showdown(settings_from_flags(), _OUT.value)
   except SeqgenError as e:
     print(f"error: {e}")
     raise SystemExit(2) from None

@@ -17,8 +17,8 @@ import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
 PLOTS = ("quality_vs_flops.png", "quality_vs_wall_time.png", "throughput_vs_seq_len.png",
-         "memory_vs_seq_len.png", "accuracy_vs_dependency_length.png", "token_latency.png",
-         "image_latency.png")
+         "memory_vs_seq_len.png", "accuracy_vs_dependency_length.png",
+         "gradient_vs_distance.png", "token_latency.png", "image_latency.png")
 
 
 def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
@@ -144,6 +144,27 @@ def _dependency_plot(rows: list[dict], path: str) -> None:
   plt.close(fig)
 
 
+def _gradient_plot(rows: list[dict], path: str) -> None:
+  """||dL/de_t|| (relative to its value at the answer) vs distance back from the answer."""
+  fig, ax = plt.subplots(figsize=(6.4, 4.4))
+  title = "gradient reaching each input token (copy task)"
+  for r in sorted((r for r in rows if "grad_norm" in r), key=lambda r: r["model"]):
+    g = np.asarray(r["grad_norm"], np.float64)
+    ref = g[-1] if g[-1] > 0 else (g.max() or 1.0)
+    ax.plot(r["grad_distance"], np.maximum(g / ref, 1e-12), marker=".", ms=3,
+            label=f"{r['model']} (acc {r['accuracy']:.2f})")
+    title = f"gradient reaching each input token (copy, delay {r['delay']})"
+  ax.set_yscale("log")
+  ax.set_xlabel("distance back from the first answer position (tokens)")
+  ax.set_ylabel("||dL/de_t||, relative to distance 0")
+  ax.set_title(title, fontsize=9)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
 def write_plots(out: str, results: dict) -> list[str]:
   """Writes every file in PLOTS into ``out``; returns their paths."""
   runs = results["runs"]
@@ -157,9 +178,10 @@ def write_plots(out: str, results: dict) -> list[str]:
   _lines(results["scaling"], "seq_len", "memory_mib", "sequence length", "MiB per device",
          f"train-step memory ({mem_note})", p(PLOTS[3]))
   _dependency_plot(results["dependency"], p(PLOTS[4]))
+  _gradient_plot(results["dependency"], p(PLOTS[5]))
   _lines(results["token_latency"], "num_tokens", "seconds_per_token", "tokens generated",
          "seconds per token", "cached generation (batch 1): KV cache vs carried RNN state",
-         p(PLOTS[5]))
+         p(PLOTS[6]))
   _lines(results["image_latency"], "num_steps", "seconds_per_image", "DDIM denoising steps",
-         "seconds per image", "DDIM sampling latency per image", p(PLOTS[6]))
+         "seconds per image", "DDIM sampling latency per image", p(PLOTS[7]))
   return [p(n) for n in PLOTS]

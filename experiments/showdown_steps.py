@@ -7,7 +7,8 @@ time scans unrolled: ``count_flops``) and its per-device memory (``perf.estimate
 state + batch + XLA temporaries) before anything runs.
 ``time_steps`` measures the median step time of that compiled step (compilation excluded);
 ``train_briefly`` runs a short training with it and evaluates with ``loop.evaluate`` (the
-dependency-length sweeps, where one number per run is all that is kept).
+dependency-length sweeps, where one number per run is all that is kept);
+``input_gradient_norms`` measures how much gradient reaches each input position.
 """
 
 from __future__ import annotations
@@ -128,11 +129,48 @@ def time_steps(prep: PreparedStep, *, warmup: int = 2, repeats: int = 5) -> floa
   return float(np.median(times))
 
 
-def train_briefly(prep: PreparedStep) -> dict[str, float]:
-  """``config.train.num_steps`` steps of the compiled step, then the task's eval metrics."""
+def train_briefly(prep: PreparedStep) -> tuple[dict[str, float], Any]:
+  """``config.train.num_steps`` steps of the compiled step; (the task's eval metrics, params)."""
   state = prep.init(jax.random.PRNGKey(prep.config.train.seed))
   for i in range(prep.config.train.num_steps):
     state, _ = prep.compiled(state, _batch(prep, i))
   eval_fn = jax.jit(prep.task.eval_step)
   bs = prep.config.eval.get("batch_size", 0) or prep.config.train.batch_size
-  return loop.evaluate(prep.task, eval_fn, state.params, prep.mesh, slice(0, bs))
+  metrics = loop.evaluate(prep.task, eval_fn, state.params, prep.mesh, slice(0, bs))
+  return metrics, state.params
+
+
+def input_gradient_norms(task: Task, params, batch: dict[str, Any]) -> np.ndarray:
+  """||dL/de_t|| per input position t (mean over the batch), e_t the token embedding.
+
+  L is the task's training loss on ``batch`` (for the synthetic tasks: the answer tokens only),
+  so entry t says how much learning signal reaches the token t positions back from the answer:
+  the measurement behind "vanishing gradients". Model-agnostic: a zero perturbation is added to
+  the output of the model's token-embedding layer (the one ``nn.Embed`` called on [B, T] tokens)
+  through ``flax.linen.intercept_methods`` and the loss is differentiated with respect to it.
+  """
+  import flax.linen as nn
+  import jax.numpy as jnp
+
+  tokens = np.asarray(batch["inputs"])
+  hits: list[tuple] = []
+
+  def loss_with(delta_BTD):
+    def interceptor(next_fun, args, kwargs, context):
+      out = next_fun(*args, **kwargs)
+      if (type(context.module) is nn.Embed and context.method_name == "__call__"
+          and out.shape[:2] == tokens.shape):
+        hits.append(out.shape)
+        return out if delta_BTD is None else out + delta_BTD.astype(out.dtype)
+      return out
+
+    with nn.intercept_methods(interceptor):
+      loss, _ = task.loss_fn(params, batch, jax.random.PRNGKey(0))
+    return loss
+
+  jax.eval_shape(lambda: loss_with(None))
+  if len(hits) != 1:
+    raise ValueError(f"input_gradient_norms: expected one token embedding (an nn.Embed applied "
+                     f"to the [B, T] inputs), found {len(hits)}")
+  grads_BTD = jax.jit(jax.grad(loss_with))(jnp.zeros(hits[0], jnp.float32))
+  return np.asarray(jnp.mean(jnp.linalg.norm(grads_BTD, axis=-1), axis=0))

@@ -110,3 +110,24 @@ def test_final_eval_runs_once_on_ema_params_and_is_written(tmp_path):
   assert not np.isclose(want, float(sum(np.sum(x) for x in jax.tree.leaves(state.params))))
   rows = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if r["split"] == "final"]
   assert rows and np.isclose(rows[0]["param_sum"], want, rtol=1e-6)
+
+
+def test_sample_every_zero_samples_at_the_end_and_minus_one_never(tmp_path):
+  from seqgen_jax.registry import TASKS
+
+  calls = []
+  base = TASKS.get("lm")
+
+  class LMCountingSamples(base):
+    def sample(self, params, rng):
+      calls.append(1)
+      return {"text": "x"}
+
+  if "lm_sample_count_test" not in TASKS:
+    TASKS.register("lm_sample_count_test")(LMCountingSamples)
+  for every, want in ((0, 1), (-1, 0)):
+    calls.clear()
+    train_and_evaluate(tiny_lm_config(task="lm_sample_count_test", train__num_steps=2,
+                                      train__sample_every=every, train__final_eval=False),
+                       str(tmp_path / f"every{every}"))
+    assert len(calls) == want, every

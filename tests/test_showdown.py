@@ -4,6 +4,7 @@ here appears in it without editing the showdown, and bad input fails with one li
 import math
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -134,3 +135,58 @@ def test_bad_input_is_one_line():
       showdown.make_config(s, "lm", "gpt", {"name": "copy", **s.data}), compile=False)
   with pytest.raises(ConfigError, match="less than one train step"):
     showdown.budget_steps(s, prep)
+
+
+def test_input_gradients_vanish_exactly_outside_the_receptive_field(extra_model):
+  """The causal-conv LM sees tokens t-2..t only and the copy loss is on the answer positions
+  (length + delay onward), so every input more than 2 positions before the first answer gets a
+  gradient of exactly 0; attention (GPT) passes gradient back to the very first token."""
+  s = tiny_settings()
+  data = {"name": "copy", "length": 2, "delay": 6, "alphabet": 4}
+  first_answer = 2 + 6
+  for name in (extra_model, "gpt"):
+    prep = showdown_steps.prepare(showdown.make_config(s, "lm", name, data), compile=False,
+                                  count=False)
+    params = prep.init(jax.random.PRNGKey(0)).params
+    batch = prep.task.train_source().batch(0, slice(0, 8))
+    norms = showdown_steps.input_gradient_norms(prep.task, params, batch)
+    assert norms.shape == (batch["inputs"].shape[1],)
+    if name == extra_model:
+      np.testing.assert_array_equal(norms[:first_answer - 2], 0.0)
+      assert np.all(norms[first_answer - 2:] > 0)
+    else:
+      assert np.all(norms > 0)
+
+
+def test_budget_seconds_sets_the_steps_from_the_measured_step_time(tmp_path, monkeypatch):
+  """--budget_seconds: steps = floor(budget / median compiled step time); flags are checked."""
+  from absl import flags
+  from absl.testing import flagsaver
+
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(["showdown"])
+  with flagsaver.flagsaver(budget_seconds=12.5, seeds=2, models=["gpt"]):
+    s = showdown.settings_from_flags()
+  assert s.budget_seconds == 12.5 and s.budget_flops is None and s.seeds == 2
+  with flagsaver.flagsaver(budget_seconds=1.0, budget_flops=1e9):
+    with pytest.raises(ConfigError, match="give one budget"):
+      showdown.settings_from_flags()
+  with flagsaver.flagsaver(budget_seconds=-3.0):
+    with pytest.raises(ConfigError, match="--budget_seconds must be > 0, got -3.0"):
+      showdown.settings_from_flags()
+
+  timed = []
+
+  def fake_time_steps(prep, repeats=5):
+    timed.append(prep.compiled is not None)  # the step was compiled for timing
+    return 0.01
+
+  monkeypatch.setattr(showdown_steps, "time_steps", fake_time_steps)
+  s = tiny_settings(models=["gpt"], seeds=1, budget_flops=None, budget_seconds=0.055)
+  (run,) = showdown.train_all(s, str(tmp_path))
+  assert timed == [True] and run["steps"] == 5
+  # The real timer: a positive median over the compiled step.
+  prep = showdown_steps.prepare(
+      showdown.make_config(s, "lm", "gpt", {"name": "copy", **s.data}), count=False)
+  monkeypatch.undo()
+  assert 0 < showdown_steps.time_steps(prep, repeats=3) < 5.0

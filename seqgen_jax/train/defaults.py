@@ -44,7 +44,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.step_mode = "jit"  # or "shard_map"
   c.train.log_every = 50
   c.train.eval_every = 500
-  c.train.sample_every = 0  # 0: only at the end
+  c.train.sample_every = 0  # 0: only at the end; -1: never
   c.train.final_eval = True  # Task.final_eval at the end (BLEU, FID, test metrics)
   c.train.checkpoint_every = 500
   c.train.keep_checkpoints = 3

@@ -307,8 +307,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   trace.stop(state)
   if step == tc.num_steps:
+    sample_every = tc.get("sample_every", 0)
     run_eval_and_sample(step, eval_now=not every(tc.eval_every, step),
-                        sample_now=not every(tc.get("sample_every", 0), step))
+                        sample_now=sample_every >= 0 and not every(sample_every, step))
     if tc.get("final_eval", True):
       final_params = state.ema_params if state.ema_params is not None else state.params
       t0 = time.perf_counter()
