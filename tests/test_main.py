@@ -125,9 +125,9 @@ def test_sample_every_zero_samples_at_the_end_and_minus_one_never(tmp_path):
 
   if "lm_sample_count_test" not in TASKS:
     TASKS.register("lm_sample_count_test")(LMCountingSamples)
-  for every, want in ((0, 1), (-1, 0)):
+  for every, want in ((0, 1), (-1, 0), (3, 2)):  # 3 of 4 steps: at step 3 and at the end
     calls.clear()
-    train_and_evaluate(tiny_lm_config(task="lm_sample_count_test", train__num_steps=2,
+    train_and_evaluate(tiny_lm_config(task="lm_sample_count_test", train__num_steps=4,
                                       train__sample_every=every, train__final_eval=False),
                        str(tmp_path / f"every{every}"))
     assert len(calls) == want, every

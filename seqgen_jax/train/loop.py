@@ -263,7 +263,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           logging.info("%s @ %d: image %s", tag, at_step, path)
 
   def every(n, s):
-    return bool(n) and s % n == 0
+    return n > 0 and s % n == 0
 
   progress = Progress(tc.num_steps, step)
   pending: list[dict[str, jax.Array]] = []
