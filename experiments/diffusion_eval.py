@@ -1,6 +1,7 @@
 """Evaluates a finished (or stopped) "diffusion" run from its workdir: final_eval + sample grid.
 
-Reads ``<workdir>/config.json`` and the latest checkpoint (EMA params when kept), applies
+Reads ``<workdir>/config.json`` and the latest checkpoint (EMA params when kept, unless
+``--noema``), applies
 ``--set`` overrides (dotted config paths, values parsed as Python literals), runs the task's
 ``final_eval`` (bits/dim, FID, guided accuracy) and the sample hook, and writes
 ``<workdir>/eval_<tag>.json`` and ``<workdir>/samples/<name>_eval_<tag>.png``.
@@ -25,6 +26,8 @@ _SET = flags.DEFINE_multi_string("set", [],
                                  "Config override KEY=VALUE, e.g. eval.fid_num_samples=500.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the samples.")
 _GRID = flags.DEFINE_bool("grid", True, "Also write the sample hook's grids.")
+_EMA = flags.DEFINE_bool("ema", True, "Evaluate the EMA params when the run kept them (else the "
+                         "raw params; for short runs, where the EMA still carries the init).")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -56,7 +59,7 @@ def main(argv):
     for item in _SET.value:
       _apply(config, item)
     task = TASKS.get(config.task)(config)
-    params, step = pretrained.load_params(_WORKDIR.value)
+    params, step = pretrained.load_params(_WORKDIR.value, prefer_ema=_EMA.value)
   except SeqgenError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
@@ -64,7 +67,7 @@ def main(argv):
   t0 = time.perf_counter()
   metrics = task.final_eval(params, rng)
   result = {"step": step, "seconds": time.perf_counter() - t0, "overrides": _SET.value,
-            **metrics}
+            "ema": _EMA.value, **metrics}
   path = os.path.join(_WORKDIR.value, f"eval_{_TAG.value}.json")
   with open(path, "w") as f:
     json.dump(result, f, indent=2)

@@ -94,17 +94,17 @@ def settings_for(mode: str, task: str = "copy") -> Settings:
         model=dict(d_model=64, hidden_size=128, num_layers=2, num_heads=4, d_ff=256,
                    mlp_ratio=4, dropout=0.0),
         sweep_models=["rnn", "lstm", "gpt"], sweep_steps=150,
-        copy_delays=[4, 24, 64], recall_pairs=[2, 12],
-        scaling_models=["gpt", "lstm", "mingru", "lru"],
-        scaling_lengths=[64, 256, 1024], scaling_tokens=4096,
+        copy_delays=[4, 16, 48], recall_pairs=[2, 6],
+        scaling_models=["gpt", "lstm", "mingru"],
+        scaling_lengths=[64, 256, 1024], scaling_tokens=2048,
         latency_lengths=[32, 256],
-        denoiser=dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_levels=(1,), norm_groups=8,
+        denoiser=dict(ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_levels=(1,), norm_groups=8,
                       dropout=0.0, hidden_size=64, depth=2, num_heads=4, patch_size=2),
         image_shape=(16, 16, 3), denoise_steps=[1, 10, 50], repeats=3)
     s.data = {"copy": dict(length=4, delay=8, alphabet=6),
               "assoc_recall": dict(num_pairs=8, num_keys=16, num_values=16),
               "tinyshakespeare": dict(seq_len=64)}[task]
-    s.budget_flops = {"copy": 1e11, "assoc_recall": 1e11, "tinyshakespeare": 2e11}[task]
+    s.budget_flops = {"copy": 5e10, "assoc_recall": 5e10, "tinyshakespeare": 2e11}[task]
     return s
   if mode == "full":
     s = Settings(

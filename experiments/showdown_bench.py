@@ -71,6 +71,8 @@ def seq_len_scaling(make_config: Callable[[str, int, int], ml_collections.Config
       rows.append({"model": name, "seq_len": t, "batch": b,
                    "tokens_per_s": prep.tokens_per_step / sec,
                    "memory_mib": prep.memory.total / 2**20})
+      logging.info("scaling %s T=%d batch %d: %.0f tokens/s, %.1f MiB", name, t, b,
+                   rows[-1]["tokens_per_s"], rows[-1]["memory_mib"])
   return rows
 
 
@@ -101,6 +103,7 @@ def token_latency(model_cfg: ml_collections.ConfigDict, models: list[str], lengt
     for n in lengths:
       sec = _generation_seconds(model, params, n, repeats)
       rows.append({"model": name, "num_tokens": n, "seconds_per_token": sec / n})
+      logging.info("token latency %s, %d tokens: %.2f ms per token", name, n, 1e3 * sec / n)
   return rows
 
 
@@ -128,4 +131,6 @@ def image_latency(model_cfg: ml_collections.ConfigDict, image_shape: tuple[int, 
       sec = _ddim_seconds(model, params, schedule, (batch_size, *image_shape), k, repeats)
       rows.append({"model": name, "num_steps": k, "seconds_per_image": sec / batch_size,
                    "params": n_params})
+      logging.info("image latency %s, %d DDIM steps: %.3f s per image", name, k,
+                   sec / batch_size)
   return rows

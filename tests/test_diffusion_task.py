@@ -110,6 +110,22 @@ def test_end_to_end_label_conditional(tmp_path, data_dir, monkeypatch):
   fid_calls = [s for s in _StubFeatureNet.seen if s[0] == "fid"]
   assert fid_calls == [("fid", (20, 28, 28, 1), np.uint8, "mnist")]
 
+  # experiments/diffusion_eval.py on the finished run: overrides, raw params (--noema), json.
+  from absl import flags
+  from absl.testing import flagsaver
+
+  from experiments import diffusion_eval
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  _StubFeatureNet.seen = []
+  with flagsaver.flagsaver(workdir=str(tmp_path), tag="again", grid=False, ema=False,
+                           set=["eval.bpd_num_examples=0", "eval.fid_num_samples=10"]):
+    diffusion_eval.main(["diffusion_eval"])
+  again = json.loads((tmp_path / "eval_again.json").read_text())
+  assert again["step"] == 4 and again["ema"] is False and "bpd" not in again
+  assert again["fid_ddim2"] == 42.0 and again["fid_real_data_floor"] == 17.0
+  assert [s[1] for s in _StubFeatureNet.seen if s[0] == "fid"] == [(10, 28, 28, 1)]
+
 
 @pytest.mark.slow  # minutes of XLA compilation on 2 CPU cores; run with -m slow
 def test_text_to_image_path(data_dir):

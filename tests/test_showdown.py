@@ -163,8 +163,8 @@ def test_budget_seconds_sets_the_steps_from_the_measured_step_time(tmp_path, mon
   from absl import flags
   from absl.testing import flagsaver
 
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS(["showdown"])
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()  # defaults; flagsaver sets what the test needs
   with flagsaver.flagsaver(budget_seconds=12.5, seeds=2, models=["gpt"]):
     s = showdown.settings_from_flags()
   assert s.budget_seconds == 12.5 and s.budget_flops is None and s.seeds == 2
