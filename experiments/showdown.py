@@ -1,6 +1,6 @@
 """The showdown: every model family on the same task, data and training budget, side by side.
 
-  python -m experiments.showdown --mode=quick --out=/tmp/showdown          # CPU, a few minutes
+  python -m experiments.showdown --mode=quick --out=/tmp/showdown     # CPU: ~10 min on 2 cores
   python -m experiments.showdown --mode=full --task=tinyshakespeare \
       --budget_flops=2e15 --seeds=3 --out=/tmp/showdown_full              # GPU / TPU
 
@@ -20,8 +20,9 @@ The report directory gets ``report.md`` (the table: parameters, training FLOPs, 
 training tokens/s, per-device memory, final quality with its 95% Student-t confidence interval
 over seeds), ``results.json`` and the plots of experiments/showdown_report.py: quality vs FLOPs
 and vs wall time; training throughput and memory vs sequence length; accuracy vs dependency
-length on copy-with-delay and associative recall; generation latency per token (KV cache vs
-carried RNN state) and per image vs DDIM steps (U-Net, DiT). Memory: the measured peak where
+length on copy-with-delay and associative recall; the gradient reaching each input token vs its
+distance from the answer (at the longest copy delay: vanishing gradients, measured); generation
+latency per token (KV cache vs carried RNN state) and per image vs DDIM steps (U-Net, DiT). Memory: the measured peak where
 the device reports one (GPU, TPU), otherwise (CPU) XLA's compile-time estimate of the step
 (state + batch + temporaries); the report says which.
 """
