@@ -22,9 +22,9 @@ over seeds), ``results.json`` and the plots of experiments/showdown_report.py: q
 and vs wall time; training throughput and memory vs sequence length; accuracy vs dependency
 length on copy-with-delay and associative recall; the gradient reaching each input token vs its
 distance from the answer (at the longest copy delay: vanishing gradients, measured); generation
-latency per token (KV cache vs carried RNN state) and per image vs DDIM steps (U-Net, DiT). Memory: the measured peak where
-the device reports one (GPU, TPU), otherwise (CPU) XLA's compile-time estimate of the step
-(state + batch + temporaries); the report says which.
+latency per token (KV cache vs carried RNN state) and per image vs DDIM steps (U-Net, DiT).
+Memory: the measured peak where the device reports one (GPU, TPU), otherwise (CPU) XLA's
+compile-time estimate of the step (state + batch + temporaries); the report says which.
 """
 
 from __future__ import annotations

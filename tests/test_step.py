@@ -177,6 +177,19 @@ def test_ema_clipping_and_lr_against_closed_form():
   np.testing.assert_allclose(new.params["w"], w1, rtol=1e-6)
   np.testing.assert_allclose(new.ema_params["w"], 0.9 * 0 + 0.1 * w1, rtol=1e-6)
   assert int(new.step) == 1
+  # With the warm-up the first updates use min(0.9, (1 + n) / (10 + n)): 2/11, then 3/12.
+  step_w = make_train_step(loss_fn, tx, mesh=mesh, state_sharding=shardings,
+                           lr_schedule=lambda s: lr, clip_grad_norm=1.0, ema_decay=0.9,
+                           ema_warmup=True)
+  state = create_train_state(lambda r: {"w": jnp.zeros(8)}, tx, jax.random.PRNGKey(0),
+                             use_ema=True)
+  s1, _ = step_w(state, sharding_lib.make_global_batch(batch, mesh))
+  np.testing.assert_allclose(s1.ema_params["w"], (2 / 11) * 0 + (9 / 11) * w1, rtol=1e-6)
+  w2 = np.asarray(s1.params["w"])
+  s2, _ = step_w(s1, sharding_lib.make_global_batch(batch, mesh))
+  want = (3 / 12) * (9 / 11) * w1 + (9 / 12) * np.asarray(s2.params["w"])
+  np.testing.assert_allclose(s2.ema_params["w"], want, rtol=1e-5)
+  assert not np.allclose(w2, s2.params["w"])
 
 
 def test_batch_not_divisible_names_both_numbers():

@@ -43,6 +43,7 @@ def get_config(arg: str | None = None):
     c.optimizer.min_lr = 1e-4
     c.train.num_steps = 1500
     c.train.ema_decay = 0.998
+    c.train.ema_warmup = True  # 1,500 steps: without it the EMA keeps 5% of the init
     c.train.log_every = 50
     c.train.eval_every = 0
     c.train.sample_every = 0

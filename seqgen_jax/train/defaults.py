@@ -41,6 +41,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.grad_accum_steps = 1
   c.train.compute_dtype = "float32"  # or "bfloat16": bf16 compute, f32 master params
   c.train.ema_decay = ml_collections.config_dict.placeholder(float)  # None: no EMA
+  c.train.ema_warmup = False  # True: decay min(ema_decay, (1+n)/(10+n)) at update n
   c.train.step_mode = "jit"  # or "shard_map"
   c.train.log_every = 50
   c.train.eval_every = 500

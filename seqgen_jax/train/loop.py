@@ -186,7 +186,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   step_kw = dict(mesh=mesh, state_sharding=state_sharding, lr_schedule=schedule,
                  clip_grad_norm=config.optimizer.get("clip_grad_norm", None),
                  compute_dtype=tc.get("compute_dtype", "float32"), ema_decay=ema_decay,
-                 mode=tc.get("step_mode", "jit"))
+                 ema_warmup=bool(tc.get("ema_warmup", False)), mode=tc.get("step_mode", "jit"))
   grad_accum = tc.get("grad_accum_steps", 1)
   train_step = make_train_step(task.loss_fn, tx, grad_accum_steps=grad_accum, **step_kw)
   eval_fn = jax.jit(task.eval_step,

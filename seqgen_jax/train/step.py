@@ -93,7 +93,8 @@ def _weighted_grads(loss_fn: LossFn, params: PyTree, batch: Batch, rng: jax.Arra
 
 
 def _apply_update(state: TrainState, tx: optax.GradientTransformation, w, loss_w, grads_w,
-                  aux_w, *, clip_grad_norm, ema_decay, lr_schedule) -> tuple[TrainState, Metrics]:
+                  aux_w, *, clip_grad_norm, ema_decay, ema_warmup, lr_schedule
+                  ) -> tuple[TrainState, Metrics]:
   grads = jax.tree.map(lambda g: g / w, grads_w)
   grad_norm = optax.tree.norm(grads)
   if clip_grad_norm is not None:
@@ -105,8 +106,11 @@ def _apply_update(state: TrainState, tx: optax.GradientTransformation, w, loss_w
   if ema_decay is not None:
     if ema_params is None:
       raise ValueError("ema_decay is set but the TrainState has no ema_params")
-    ema_params = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p,
-                              ema_params, params)
+    decay = jnp.float32(ema_decay)
+    if ema_warmup:  # min(decay, (1 + n) / (10 + n)) after n updates: forgets the init quickly
+      n = (state.step + 1).astype(jnp.float32)
+      decay = jnp.minimum(decay, (1.0 + n) / (10.0 + n))
+    ema_params = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
   metrics = {"loss": loss_w / w, "grad_norm": grad_norm}
   metrics.update({name: v / w for name, v in aux_w.items()})
   if lr_schedule is not None:
@@ -127,6 +131,7 @@ def make_train_step(
     clip_grad_norm: float | None = None,
     compute_dtype: jnp.dtype | str = jnp.float32,
     ema_decay: float | None = None,
+    ema_warmup: bool = False,
     mode: str = "jit",
     donate: bool = True,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
@@ -144,6 +149,9 @@ def make_train_step(
     compute_dtype: dtype the params are cast to for the forward/backward pass; the master
       params, optimizer state and gradients stay float32.
     ema_decay: EMA decay of the params, or None for no EMA.
+    ema_warmup: use min(ema_decay, (1 + n) / (10 + n)) at the n-th update (the num_updates
+      rule of tf.train.ExponentialMovingAverage), so that a short run's EMA does not keep a
+      share ema_decay**n of the initial params.
     mode: "jit" (NamedSharding, XLA-partitioned) or "shard_map" (explicit psum, pmap-style).
     donate: donate the input state's buffers to the output state.
   """
@@ -154,7 +162,8 @@ def make_train_step(
   k = int(grad_accum_steps)
   if k < 1:
     raise ConfigError(f"grad_accum_steps must be >= 1, got {k}")
-  update_kw = dict(clip_grad_norm=clip_grad_norm, ema_decay=ema_decay, lr_schedule=lr_schedule)
+  update_kw = dict(clip_grad_norm=clip_grad_norm, ema_decay=ema_decay, ema_warmup=ema_warmup,
+                   lr_schedule=lr_schedule)
   batch_sharding = sharding_lib.batch_sharding(mesh)
   replicated = sharding_lib.replicated(mesh)
 
