@@ -190,3 +190,27 @@ def test_budget_seconds_sets_the_steps_from_the_measured_step_time(tmp_path, mon
       showdown.make_config(s, "lm", "gpt", {"name": "copy", **s.data}), count=False)
   monkeypatch.undo()
   assert 0 < showdown_steps.time_steps(prep, repeats=3) < 5.0
+
+
+def test_full_mode_builds_every_model_at_its_shapes():
+  """The full (accelerator) preset, never run on CI's CPU, at least builds: every registered
+  model's train step lowers at the full shapes, GPT has nanoGPT's shakespeare-char size
+  (closed-form parameter count) and the FLOP budget buys it thousands of steps."""
+  s = showdown.settings_for("full", "copy")
+  data = {"name": "copy", **s.data}
+  seq_len = 2 * s.data["length"] + s.data["delay"]
+  names = set()
+  for train_task, _, name in showdown.entries(s):
+    prep = showdown_steps.prepare(showdown.make_config(s, train_task, name, data),
+                                  compile=False, count=False)
+    assert prep.tokens_per_step == s.batch_size * seq_len, name
+    names.add(name)
+    if name == "gpt":
+      d, f, n_layers = s.model["d_model"], s.model["d_ff"], s.model["num_layers"]
+      vocab = prep.task.train_source().vocab_size
+      per_layer = 4 * d * d + 2 * d * f + 9 * d + f  # qkv + out + MLP weights, biases, 2 LNs
+      tokens_and_positions = (vocab + seq_len) * d  # tied output layer
+      assert prep.num_params == n_layers * per_layer + 2 * d + tokens_and_positions
+  assert names >= {"rnn", "lstm", "gru", "mingru", "minlstm", "lru", "gpt"}
+  gpt_flops = showdown_steps.count_flops(showdown.make_config(s, "lm", "gpt", data))
+  assert s.budget_flops // gpt_flops >= 5000
