@@ -1,6 +1,6 @@
 """The showdown: every model family on the same task, data and training budget, side by side.
 
-  python -m experiments.showdown --mode=quick --out=/tmp/showdown     # CPU: ~10 min on 2 cores
+  python -m experiments.showdown --mode=quick --out=/tmp/showdown     # CPU: ~2 min on 2 cores
   python -m experiments.showdown --mode=full --task=tinyshakespeare \
       --seeds=3 --out=/tmp/showdown_full                                  # GPU / TPU
 
