@@ -77,7 +77,6 @@ def test_a_newly_registered_model_appears_in_the_table(tmp_path, extra_model):
   assert not math.isnan(rows[0]["ci"])
 
 
-@pytest.mark.slow
 def test_quick_showdown_writes_table_and_every_plot(tmp_path, extra_model):
   every = showdown.entries(tiny_settings())
   assert ("lm", "causal_lm", extra_model) in every  # found through the registry
