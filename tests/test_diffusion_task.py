@@ -104,6 +104,7 @@ def test_end_to_end_label_conditional(tmp_path, data_dir, monkeypatch):
   final = json.loads((tmp_path / "final_metrics.json").read_text())
   assert 0 < final["bpd"] < 40 and final["bpd_num_examples"] == 2
   assert final["fid_ddim2"] == 42.0 and final["fid_num_samples"] == 20
+  assert final["fid_guidance"] == cfg.cond.guidance  # the default: the model's own weight
   assert final["fid_real_data_floor"] == 27.0  # the floor at the same sample count
   # Labels are arange(N) % 10, so a classifier that says "3" is right on 2 of 20.
   assert final["guided_acc_ddim2"] == pytest.approx(0.1)
@@ -118,12 +119,18 @@ def test_end_to_end_label_conditional(tmp_path, data_dir, monkeypatch):
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
   _StubFeatureNet.seen = []
+  weights = []  # the CFG weight of every sampler built: eval.fid_guidance must reach it
+  model_fn = dtask.DiffusionTask.model_fn
+  monkeypatch.setattr(dtask.DiffusionTask, "model_fn",
+                      lambda self, params, w: weights.append(w) or model_fn(self, params, w))
   with flagsaver.flagsaver(workdir=str(tmp_path), tag="again", grid=False, ema=False,
-                           set=["eval.bpd_num_examples=0", "eval.fid_num_samples=10"]):
+                           set=["eval.bpd_num_examples=0", "eval.fid_num_samples=10",
+                                "eval.fid_guidance=0.0"]):
     diffusion_eval.main(["diffusion_eval"])
   again = json.loads((tmp_path / "eval_again.json").read_text())
   assert again["step"] == 4 and again["ema"] is False and "bpd" not in again
   assert again["fid_ddim2"] == 42.0 and again["fid_real_data_floor"] == 17.0
+  assert again["fid_guidance"] == 0.0 and weights == [0.0]
   assert [s[1] for s in _StubFeatureNet.seen if s[0] == "fid"] == [(10, 28, 28, 1)]
 
 

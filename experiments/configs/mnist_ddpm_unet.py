@@ -40,6 +40,7 @@ def diffusion_defaults(c):
   c.eval.fid_num_samples = 10000
   c.eval.fid_batch_size = 500
   c.eval.fid_samplers = ("ddim-50", "ddpm-1000")
+  c.eval.fid_guidance = None  # None: cond.guidance; 0.0: unguided conditional samples
   return c
 
 

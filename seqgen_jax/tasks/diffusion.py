@@ -28,7 +28,8 @@ ground-truth rows for SR). ``final_eval``: bits/dim of ``eval.bpd_num_examples``
 the probability-flow ODE (pixel space, linear schedule: its continuous VP-SDE limit) and, with
 ``eval.fid_classifier_workdir``, FID of ``eval.fid_num_samples`` samples against the test split
 for each sampler in ``eval.fid_samplers`` ("ddim-50", "ddpm-1000", "dpm_solver_2m-20") and the
-accuracy of the conditioned samples as judged by that classifier.
+accuracy of the conditioned samples as judged by that classifier, at the guidance weight
+``eval.fid_guidance`` (None: ``cond.guidance``).
 
 Axis key: B batch, N samples, H height, W width, C channels, S text positions, T timesteps.
 """
@@ -493,17 +494,19 @@ class DiffusionTask(Task):
   # ---------------------------------------------------------------- final evaluation
 
   def generate_images(self, params, rng: jax.Array, labels_N: np.ndarray, sampler: str,
-                      num_steps: int) -> jax.Array:
-    """Samples for FID / accuracy at the dataset's resolution (through the cascade for SR)."""
+                      num_steps: int, guidance: float | None = None) -> jax.Array:
+    """Samples for FID / accuracy at the dataset's resolution (through the cascade for SR);
+    ``guidance``: the CFG weight (None: ``cond.guidance``)."""
     if self.low_res_size:
       if self.base is None:
         raise ConfigError("an SR model alone makes no samples from noise; set "
                           "cascade.base_workdir")
       return cascade_sample(self.base, self.base_params, self, params, rng,
                             self.label_cond(labels_N), self.base.label_cond(labels_N),
-                            len(labels_N), sampler=sampler, num_steps=num_steps)
+                            len(labels_N), sampler=sampler, num_steps=num_steps,
+                            guidance=guidance)
     return self.generate(params, rng, self.label_cond(labels_N), len(labels_N),
-                         sampler=sampler, num_steps=num_steps)
+                         sampler=sampler, num_steps=num_steps, guidance=guidance)
 
   def final_eval(self, params, rng):
     out = {}
@@ -570,8 +573,12 @@ class DiffusionTask(Task):
     n = int(self.eval_cfg.get("fid_num_samples", 10000))
     bs = int(self.eval_cfg.get("fid_batch_size", 500))
     specs = list(self.eval_cfg.get("fid_samplers", ("ddim-50", "ddpm-1000")))
+    # The CFG weight of the FID samples (None: the model's cond.guidance). w = 0 samples the
+    # conditional model alone: one network call per step instead of two.
+    w = self.eval_cfg.get("fid_guidance", None)
+    w = self.guidance if w is None else float(w)
     labels = np.arange(n) % self.num_classes
-    out = {}
+    out = {"fid_guidance": w} if self.cond_kind != "none" else {}
     for spec in specs:
       name, steps = parse_sampler(spec)
       t0 = time.perf_counter()
@@ -579,7 +586,7 @@ class DiffusionTask(Task):
       for i in range(0, n, bs):
         lab = labels[i:i + bs]
         key = jax.random.fold_in(jax.random.fold_in(rng, i), steps)
-        chunks.append(to_uint8(self.generate_images(params, key, lab, name, steps)))
+        chunks.append(to_uint8(self.generate_images(params, key, lab, name, steps, w)))
         logging.info("%s: %d / %d samples (%.0f s)", spec, i + len(lab), n,
                      time.perf_counter() - t0)
       samples = np.concatenate(chunks)
@@ -597,11 +604,13 @@ class DiffusionTask(Task):
 
 def cascade_sample(base: DiffusionTask, base_params, sr: DiffusionTask, sr_params,
                    rng: jax.Array, sr_cond: dict, base_cond: dict, num: int, *,
-                   sampler: str = "ddim", num_steps: int = 50) -> jax.Array:
+                   sampler: str = "ddim", num_steps: int = 50,
+                   guidance: float | None = None) -> jax.Array:
   """Cascaded sampling: the base model makes low-res images from noise, the SR model
-  upsamples them (conditioned on each, augmented to ``sr.sample_aug_t``); [N, H, W, C]."""
+  upsamples them (conditioned on each, augmented to ``sr.sample_aug_t``); [N, H, W, C].
+  ``guidance``: the CFG weight of both stages (None: each model's ``cond.guidance``)."""
   k_base, k_sr = jax.random.split(rng)
   low = base.generate(base_params, k_base, base_cond, num, sampler=sampler,
-                      num_steps=num_steps)
+                      num_steps=num_steps, guidance=guidance)
   return sr.generate(sr_params, k_sr, sr_cond, num, sampler=sampler, num_steps=num_steps,
-                     low_res=low)
+                     guidance=guidance, low_res=low)
