@@ -2,6 +2,8 @@
 
   python -m experiments.main --config=experiments/configs/fmnist_ddpm_unet.py:runlocal \
       --workdir=/tmp/seqgen/fmnist_ddpm_local         # CPU smoke run, under a minute
+  python -m experiments.main --config=experiments/configs/fmnist_ddpm_unet.py:cpu \
+      --workdir=/tmp/seqgen/fmnist_ddpm_cpu           # the README's CPU run, ~25 min
   python -m experiments.main --config=experiments/configs/fmnist_ddpm_unet.py \
       --workdir=/tmp/seqgen/fmnist_ddpm \
       --config.eval.fid_classifier_workdir=/path/to/fidnet/fashion_mnist   # + FID (10k)

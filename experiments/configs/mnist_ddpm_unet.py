@@ -7,6 +7,8 @@ DDPM-1000.
 
   python -m experiments.main --config=experiments/configs/mnist_ddpm_unet.py:runlocal \
       --workdir=/tmp/seqgen/mnist_ddpm_local          # CPU smoke run, under a minute
+  python -m experiments.main --config=experiments/configs/mnist_ddpm_unet.py:cpu \
+      --workdir=/tmp/seqgen/mnist_ddpm_cpu            # the README's CPU run, ~25 min
   python -m experiments.main --config=experiments/configs/mnist_ddpm_unet.py \
       --workdir=/tmp/seqgen/mnist_ddpm \
       --config.eval.fid_classifier_workdir=/path/to/fidnet/mnist   # full run + FID (10k)
@@ -94,6 +96,26 @@ def get_config(arg: str | None = None):
     c.eval.fid_num_samples = 100
     c.eval.fid_batch_size = 50
     c.eval.fid_samplers = ("ddim-10",)
+  elif arg == "cpu":
+    # The CPU recipe of the README's FID numbers: a 281k-parameter U-Net (ch 16, one res block
+    # per level, attention at 7x7), 3,000 steps of batch 128 (6.4 epochs). On this machine it
+    # beat a DiT of the same cost per sample by far (README: FID 0.19 / accuracy 0.97 after
+    # 1,000 steps vs 4.5 / 0.34 for a patch-4 DiT after 4,000).
+    c.model.ch = 16
+    c.model.num_res_blocks = 1
+    c.model.norm_groups = 8
+    c.model.dropout = 0.0
+    c.optimizer.lr = 1e-3
+    c.optimizer.warmup_steps = 100
+    c.optimizer.min_lr = 1e-4
+    c.train.num_steps = 3000
+    c.train.ema_decay = 0.999
+    c.train.ema_warmup = True
+    c.train.log_every = 50
+    c.train.eval_every = 0
+    c.train.sample_every = 0
+    c.train.checkpoint_every = 500
+    c.eval.fid_batch_size = 32  # x2 under guidance: XLA's CPU convolutions peak near batch 64
   elif arg:
-    raise ValueError(f"unknown config argument '{arg}'; choose one of: runlocal")
+    raise ValueError(f"unknown config argument '{arg}'; choose one of: runlocal, cpu")
   return c
