@@ -8,6 +8,8 @@ turns it into a class-conditional model with classifier-free guidance. Images: t
 
   python -m experiments.main --config=experiments/configs/cifar10_ddpm_unet.py:runlocal \
       --workdir=/tmp/seqgen/cifar10_ddpm_local        # CPU smoke run: a tiny U-Net
+  python -m experiments.main --config=experiments/configs/cifar10_ddpm_unet.py:cpu \
+      --workdir=/tmp/seqgen/cifar10_ddpm_cpu          # the README's CPU grid (class-conditional)
   python -m experiments.main --config=experiments/configs/cifar10_ddpm_unet.py \
       --workdir=/tmp/seqgen/cifar10_ddpm --config.train.compute_dtype=bfloat16   # full run
 """
@@ -64,6 +66,29 @@ def get_config(arg: str | None = None):
     c.sample.per_class = 4
     c.sample.num_steps = 10
     c.eval.bpd_num_examples = 0
+  elif arg == "cpu":
+    # The README's CPU sample grid: a class-conditional (CFG w = 1) U-Net of the MNIST CPU
+    # recipe's size (ch 16, mult 1-2-2, attention at 8x8), 3,000 steps of batch 64 (under four
+    # epochs): colour layouts per class, not yet objects.
+    c.cond = dict(kind="label", p_uncond=0.1, guidance=1.0)
+    c.model.ch = 16
+    c.model.ch_mult = (1, 2, 2)
+    c.model.num_res_blocks = 1
+    c.model.attn_resolutions = (8,)
+    c.model.dropout = 0.0
+    c.model.norm_groups = 8
+    c.optimizer.lr = 1e-3
+    c.optimizer.warmup_steps = 100
+    c.optimizer.min_lr = 1e-4
+    c.train.num_steps = 3000
+    c.train.batch_size = 64
+    c.train.ema_decay = 0.999
+    c.train.ema_warmup = True
+    c.train.log_every = 50
+    c.train.eval_every = 0
+    c.train.sample_every = 0
+    c.train.checkpoint_every = 500
+    c.eval.bpd_num_examples = 0
   elif arg:
-    raise ValueError(f"unknown config argument '{arg}'; choose one of: runlocal")
+    raise ValueError(f"unknown config argument '{arg}'; choose one of: runlocal, cpu")
   return c
