@@ -86,8 +86,13 @@ def test_associative_equals_sequential_equals_paper_loop(kind, reverse, inputs):
 
   grad = lambda m: jax.jit(jax.grad(lambda p, x: loss(p, x, m), (0, 1), has_aux=True))
   (g_a, (y_a, h_a)), (g_s, (y_s, h_s)) = grad(assoc)(params, x), grad(seq)(params, x)
-  for a, s in zip(jax.tree.leaves((y_a, h_a, g_a)), jax.tree.leaves((y_s, h_s, g_s))):
+  for a, s in zip(jax.tree.leaves((y_a, h_a)), jax.tree.leaves((y_s, h_s))):
     np.testing.assert_allclose(a, s, rtol=2e-5, atol=2e-6)
+  # A gradient entry is a float32 sum over batch and time whose terms the two scans round in
+  # different orders (the associative one multiplies decay powers pairwise), so an entry that
+  # cancels to well below its leaf's scale is compared at that scale.
+  for a, s in zip(jax.tree.leaves(g_a), jax.tree.leaves(g_s)):
+    np.testing.assert_allclose(a, s, rtol=2e-5, atol=2e-5 * float(np.max(np.abs(s))))
   p = jax.tree.map(lambda a: np.asarray(a, np.float64), params["params"])
   y_ref, h_ref = _numpy_reference(kind, p, x, mask, h0, reverse)
   np.testing.assert_allclose(y_a, y_ref, rtol=1e-4, atol=1e-5)
