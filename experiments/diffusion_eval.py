@@ -6,6 +6,11 @@ Reads ``<workdir>/config.json`` and the latest checkpoint (EMA params when kept,
 ``final_eval`` (bits/dim, FID, guided accuracy) and the sample hook, and writes
 ``<workdir>/eval_<tag>.json`` and ``<workdir>/samples/<name>_eval_<tag>.png``.
 
+FID samples are kept batch by batch under ``<workdir>/fid_samples/`` (``--resume``, the default:
+``eval.fid_sample_dir``), so the same command run again after a stop or preemption samples only
+the batches that are missing. The files are named by a fingerprint of the params, seed and
+sampler settings: a different checkpoint or setting never reuses them.
+
   python -m experiments.diffusion_eval --workdir=/tmp/seqgen/mnist_ddpm --tag=fid10k \
       --set=eval.fid_classifier_workdir=/path/to/fidnet/mnist --set=eval.fid_num_samples=10000
 """
@@ -28,6 +33,10 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the samples.")
 _GRID = flags.DEFINE_bool("grid", True, "Also write the sample hook's grids.")
 _EMA = flags.DEFINE_bool("ema", True, "Evaluate the EMA params when the run kept them (else the "
                          "raw params; for short runs, where the EMA still carries the init).")
+_RESUME = flags.DEFINE_bool("resume", True, "Keep every batch of FID samples under "
+                            "<workdir>/fid_samples/ and reuse the ones an earlier, stopped run of "
+                            "the same evaluation wrote (unless --set=eval.fid_sample_dir=... "
+                            "names another folder).")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -56,6 +65,9 @@ def main(argv):
 
   try:
     config = pretrained.load_config(_WORKDIR.value)
+    if _RESUME.value:
+      with config.unlocked():
+        config.eval.fid_sample_dir = os.path.join(_WORKDIR.value, "fid_samples")
     for item in _SET.value:
       _apply(config, item)
     task = TASKS.get(config.task)(config)

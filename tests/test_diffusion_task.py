@@ -133,6 +133,46 @@ def test_end_to_end_label_conditional(tmp_path, data_dir, monkeypatch):
   assert again["fid_guidance"] == 0.0 and weights == [0.0]
   assert [s[1] for s in _StubFeatureNet.seen if s[0] == "fid"] == [(10, 28, 28, 1)]
 
+  # --resume (the default) kept one .npy per batch of 10 // fid_batch_size (= 10) samples; a
+  # rerun with one batch missing (a run stopped midway) samples that batch alone, and samples it
+  # exactly as the first run did (each batch's noise is keyed by its index).
+  kept = sorted((tmp_path / "fid_samples").glob("ddim2_w0_*.npy"))
+  assert len(kept) == 1 and np.load(kept[0]).shape == (10, 28, 28, 1)
+  assert again["samples_resumed_ddim2"] == 0.0
+  first = np.load(kept[0])
+  weights.clear()
+  with flagsaver.flagsaver(workdir=str(tmp_path), tag="resumed", grid=False, ema=False,
+                           set=["eval.bpd_num_examples=0", "eval.fid_num_samples=20",
+                                "eval.fid_guidance=0.0"]):
+    diffusion_eval.main(["diffusion_eval"])  # 20 samples: another set, two new batches
+  twenty = sorted(set((tmp_path / "fid_samples").glob("ddim2_w0_*.npy")) - set(kept))
+  assert len(twenty) == 2 and weights == [0.0]
+  lost = np.load(twenty[1])
+  twenty[1].unlink()
+  weights.clear()
+  _StubFeatureNet.seen = []
+  with flagsaver.flagsaver(workdir=str(tmp_path), tag="resumed", grid=False, ema=False,
+                           set=["eval.bpd_num_examples=0", "eval.fid_num_samples=20",
+                                "eval.fid_guidance=0.0"]):
+    diffusion_eval.main(["diffusion_eval"])
+  resumed = json.loads((tmp_path / "eval_resumed.json").read_text())
+  assert resumed["samples_resumed_ddim2"] == 10.0 and weights == [0.0]
+  np.testing.assert_array_equal(np.load(twenty[1]), lost)
+  assert not list((tmp_path / "fid_samples").glob("*.tmp*"))
+  with flagsaver.flagsaver(workdir=str(tmp_path), tag="again", grid=False, ema=False,
+                           set=["eval.bpd_num_examples=0", "eval.fid_num_samples=10",
+                                "eval.fid_guidance=0.0"]):
+    weights.clear()
+    diffusion_eval.main(["diffusion_eval"])  # everything on disk: no sampler is even built
+  assert weights == [] and json.loads((tmp_path / "eval_again.json").read_text())[
+      "samples_resumed_ddim2"] == 10.0
+  np.testing.assert_array_equal(np.load(kept[0]), first)
+  assert [s[1] for s in _StubFeatureNet.seen if s[0] == "fid"][-1] == (10, 28, 28, 1)
+  # Another seed is another sample set.
+  assert dtask.sample_fingerprint({"w": np.ones(3)}, jax.random.PRNGKey(0), "ddim-2", 0.0, 10,
+                                  10, (28, 28, 1)) != dtask.sample_fingerprint(
+      {"w": np.ones(3)}, jax.random.PRNGKey(1), "ddim-2", 0.0, 10, 10, (28, 28, 1))
+
 
 @pytest.mark.slow  # minutes of XLA compilation on 2 CPU cores; run with -m slow
 def test_text_to_image_path(data_dir):

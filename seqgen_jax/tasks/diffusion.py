@@ -29,15 +29,21 @@ the probability-flow ODE (pixel space, linear schedule: its continuous VP-SDE li
 ``eval.fid_classifier_workdir``, FID of ``eval.fid_num_samples`` samples against the test split
 for each sampler in ``eval.fid_samplers`` ("ddim-50", "ddpm-1000", "dpm_solver_2m-20") and the
 accuracy of the conditioned samples as judged by that classifier, at the guidance weight
-``eval.fid_guidance`` (None: ``cond.guidance``).
+``eval.fid_guidance`` (None: ``cond.guidance``). With ``eval.fid_sample_dir`` every batch of FID
+samples is saved there as it is made (uint8 .npy, written atomically, named by a fingerprint of
+params, seed, sampler, weight, count and batch size), and a rerun of the same evaluation loads
+the batches it finds instead of sampling them again: a 10k-sample DDPM-1000 evaluation that is
+preempted or stopped resumes where it stopped.
 
 Axis key: B batch, N samples, H height, W width, C channels, S text positions, T timesteps.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import math
+import os
 import re
 import time
 from collections.abc import Callable
@@ -579,27 +585,68 @@ class DiffusionTask(Task):
     w = self.guidance if w is None else float(w)
     labels = np.arange(n) % self.num_classes
     out = {"fid_guidance": w} if self.cond_kind != "none" else {}
+    sample_dir = self.eval_cfg.get("fid_sample_dir", "") or ""
     for spec in specs:
       name, steps = parse_sampler(spec)
+      tag = spec.replace("-", "")
+      prefix = None
+      if sample_dir:
+        os.makedirs(sample_dir, exist_ok=True)
+        fp = sample_fingerprint(params, rng, spec, w, n, bs, self.pixel_shape)
+        prefix = os.path.join(sample_dir, f"{tag}_w{w:g}_{fp}")
       t0 = time.perf_counter()
-      chunks = []
+      chunks, resumed = [], 0
       for i in range(0, n, bs):
         lab = labels[i:i + bs]
-        key = jax.random.fold_in(jax.random.fold_in(rng, i), steps)
-        chunks.append(to_uint8(self.generate_images(params, key, lab, name, steps, w)))
-        logging.info("%s: %d / %d samples (%.0f s)", spec, i + len(lab), n,
-                     time.perf_counter() - t0)
+        path = f"{prefix}_{i:07d}.npy" if prefix else ""
+        if path and os.path.exists(path):
+          chunk = np.load(path)
+          if chunk.shape != (len(lab), *self.pixel_shape) or chunk.dtype != np.uint8:
+            raise ConfigError(f"{path} holds {chunk.dtype}{list(chunk.shape)}, not the "
+                              f"uint8{[len(lab), *self.pixel_shape]} batch this evaluation "
+                              "makes; delete it to sample it again")
+          resumed += len(lab)
+        else:
+          key = jax.random.fold_in(jax.random.fold_in(rng, i), steps)
+          chunk = np.asarray(to_uint8(self.generate_images(params, key, lab, name, steps, w)))
+          if path:
+            _save_atomic(path, chunk)
+        chunks.append(chunk)
+        logging.info("%s: %d / %d samples (%d loaded from %s; %.0f s)", spec, i + len(lab), n,
+                     resumed, sample_dir or "-", time.perf_counter() - t0)
       samples = np.concatenate(chunks)
-      tag = spec.replace("-", "")
       out[f"fid_{tag}"] = float(fid.fid_from_samples(net, samples, self.dataset, data_dir))
       if self.cond_kind != "none":
         out[f"guided_acc_{tag}"] = float(np.mean(np.asarray(net.predict(samples)) == labels))
+      # Seconds of this call: with resumed batches, only the rest were sampled in it.
       out[f"sample_s_{tag}"] = time.perf_counter() - t0
+      if sample_dir:
+        out[f"samples_resumed_{tag}"] = float(resumed)
       logging.info("%s: %s", spec, {k: v for k, v in out.items() if k.endswith(tag)})
     out["fid_num_samples"] = float(n)
     # What a perfect sampler would score with n samples (FID's small-sample bias).
     out["fid_real_data_floor"] = float(fid.real_data_floor(net, self.dataset, n, data_dir))
     return out
+
+
+def sample_fingerprint(params, rng: jax.Array, spec: str, w: float, n: int, batch_size: int,
+                       shape: tuple[int, ...]) -> str:
+  """12 hex digits naming one FID sample set: the params' bytes, the seed and the settings."""
+  h = hashlib.sha256()
+  for leaf in jax.tree_util.tree_leaves(params):
+    a = np.asarray(leaf)
+    h.update(f"{a.dtype}{a.shape}".encode())
+    h.update(a.tobytes())
+  h.update(np.asarray(jax.random.key_data(rng)).tobytes())
+  h.update(repr((spec, float(w), int(n), int(batch_size), tuple(shape))).encode())
+  return h.hexdigest()[:12]
+
+
+def _save_atomic(path: str, array: np.ndarray) -> None:
+  """np.save to a temporary name, then rename: a killed run leaves no partial batch behind."""
+  tmp = f"{path}.tmp{os.getpid()}.npy"
+  np.save(tmp, array)
+  os.replace(tmp, path)
 
 
 def cascade_sample(base: DiffusionTask, base_params, sr: DiffusionTask, sr_params,
