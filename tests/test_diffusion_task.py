@@ -123,51 +123,42 @@ def test_end_to_end_label_conditional(tmp_path, data_dir, monkeypatch):
   model_fn = dtask.DiffusionTask.model_fn
   monkeypatch.setattr(dtask.DiffusionTask, "model_fn",
                       lambda self, params, w: weights.append(w) or model_fn(self, params, w))
-  with flagsaver.flagsaver(workdir=str(tmp_path), tag="again", grid=False, ema=False,
-                           set=["eval.bpd_num_examples=0", "eval.fid_num_samples=10",
-                                "eval.fid_guidance=0.0"]):
-    diffusion_eval.main(["diffusion_eval"])
-  again = json.loads((tmp_path / "eval_again.json").read_text())
+  def run_eval(tag: str, n: int) -> dict:
+    """experiments/diffusion_eval.py: n unguided samples, raw params; its eval_<tag>.json."""
+    weights.clear()
+    with flagsaver.flagsaver(workdir=str(tmp_path), tag=tag, grid=False, ema=False,
+                             set=["eval.bpd_num_examples=0", f"eval.fid_num_samples={n}",
+                                  "eval.fid_guidance=0.0"]):
+      diffusion_eval.main(["diffusion_eval"])
+    return json.loads((tmp_path / f"eval_{tag}.json").read_text())
+
+  again = run_eval("again", 10)
   assert again["step"] == 4 and again["ema"] is False and "bpd" not in again
   assert again["fid_ddim2"] == 42.0 and again["fid_real_data_floor"] == 17.0
   assert again["fid_guidance"] == 0.0 and weights == [0.0]
   assert [s[1] for s in _StubFeatureNet.seen if s[0] == "fid"] == [(10, 28, 28, 1)]
 
-  # --resume (the default) kept one .npy per batch of 10 // fid_batch_size (= 10) samples; a
-  # rerun with one batch missing (a run stopped midway) samples that batch alone, and samples it
-  # exactly as the first run did (each batch's noise is keyed by its index).
-  kept = sorted((tmp_path / "fid_samples").glob("ddim2_w0_*.npy"))
+  # --resume (the default) kept one .npy per batch of 10 (fid_batch_size) samples; a rerun with
+  # one batch missing (a run stopped midway) samples that batch alone, and samples it exactly as
+  # the first run did (each batch's noise is keyed by its index).
+  samples_dir = tmp_path / "fid_samples"
+  kept = sorted(samples_dir.glob("ddim2_w0_*.npy"))
   assert len(kept) == 1 and np.load(kept[0]).shape == (10, 28, 28, 1)
   assert again["samples_resumed_ddim2"] == 0.0
   first = np.load(kept[0])
-  weights.clear()
-  with flagsaver.flagsaver(workdir=str(tmp_path), tag="resumed", grid=False, ema=False,
-                           set=["eval.bpd_num_examples=0", "eval.fid_num_samples=20",
-                                "eval.fid_guidance=0.0"]):
-    diffusion_eval.main(["diffusion_eval"])  # 20 samples: another set, two new batches
-  twenty = sorted(set((tmp_path / "fid_samples").glob("ddim2_w0_*.npy")) - set(kept))
+  run_eval("resumed", 20)  # 20 samples: another sample set, two new batches
+  twenty = sorted(set(samples_dir.glob("ddim2_w0_*.npy")) - set(kept))
   assert len(twenty) == 2 and weights == [0.0]
   lost = np.load(twenty[1])
   twenty[1].unlink()
-  weights.clear()
-  _StubFeatureNet.seen = []
-  with flagsaver.flagsaver(workdir=str(tmp_path), tag="resumed", grid=False, ema=False,
-                           set=["eval.bpd_num_examples=0", "eval.fid_num_samples=20",
-                                "eval.fid_guidance=0.0"]):
-    diffusion_eval.main(["diffusion_eval"])
-  resumed = json.loads((tmp_path / "eval_resumed.json").read_text())
-  assert resumed["samples_resumed_ddim2"] == 10.0 and weights == [0.0]
+  assert run_eval("resumed", 20)["samples_resumed_ddim2"] == 10.0 and weights == [0.0]
   np.testing.assert_array_equal(np.load(twenty[1]), lost)
-  assert not list((tmp_path / "fid_samples").glob("*.tmp*"))
-  with flagsaver.flagsaver(workdir=str(tmp_path), tag="again", grid=False, ema=False,
-                           set=["eval.bpd_num_examples=0", "eval.fid_num_samples=10",
-                                "eval.fid_guidance=0.0"]):
-    weights.clear()
-    diffusion_eval.main(["diffusion_eval"])  # everything on disk: no sampler is even built
-  assert weights == [] and json.loads((tmp_path / "eval_again.json").read_text())[
-      "samples_resumed_ddim2"] == 10.0
+  assert not list(samples_dir.glob("*.tmp*"))
+  _StubFeatureNet.seen = []
+  # Everything on disk: no sampler is even built, and FID gets the first run's 10 samples.
+  assert run_eval("again", 10)["samples_resumed_ddim2"] == 10.0 and weights == []
   np.testing.assert_array_equal(np.load(kept[0]), first)
-  assert [s[1] for s in _StubFeatureNet.seen if s[0] == "fid"][-1] == (10, 28, 28, 1)
+  assert [s[1] for s in _StubFeatureNet.seen if s[0] == "fid"] == [(10, 28, 28, 1)]
   # Another seed is another sample set.
   assert dtask.sample_fingerprint({"w": np.ones(3)}, jax.random.PRNGKey(0), "ddim-2", 0.0, 10,
                                   10, (28, 28, 1)) != dtask.sample_fingerprint(
