@@ -9,7 +9,12 @@ Reads ``<workdir>/config.json`` and the latest checkpoint (EMA params when kept,
 FID samples are kept batch by batch under ``<workdir>/fid_samples/`` (``--resume``, the default:
 ``eval.fid_sample_dir``), so the same command run again after a stop or preemption samples only
 the batches that are missing. The files are named by a fingerprint of the params, seed and
-sampler settings: a different checkpoint or setting never reuses them.
+sampler settings: a different checkpoint or setting never reuses them. ``--shard=i/k`` splits
+the sampling between k processes (each makes every k-th batch and stops), and a last run without
+``--shard`` gathers them:
+
+  for i in 0 1; do python -m experiments.diffusion_eval --workdir=... --shard=$i/2 ... & done; wait
+  python -m experiments.diffusion_eval --workdir=... ...      # loads all batches, computes FID
 
   python -m experiments.diffusion_eval --workdir=/tmp/seqgen/mnist_ddpm --tag=fid10k \
       --set=eval.fid_classifier_workdir=/path/to/fidnet/mnist --set=eval.fid_num_samples=10000
@@ -37,6 +42,9 @@ _RESUME = flags.DEFINE_bool("resume", True, "Keep every batch of FID samples und
                             "<workdir>/fid_samples/ and reuse the ones an earlier, stopped run of "
                             "the same evaluation wrote (unless --set=eval.fid_sample_dir=... "
                             "names another folder).")
+_SHARD = flags.DEFINE_string("shard", "", "'i/k': make only every k-th batch of FID samples "
+                             "(from the i-th) into the --resume folder and compute no FID; run k "
+                             "such processes side by side, then once without --shard to gather.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -61,6 +69,7 @@ def main(argv):
   from seqgen_jax.errors import SeqgenError
   from seqgen_jax.registry import TASKS
   from seqgen_jax.tasks import pretrained
+  from seqgen_jax.tasks.diffusion import parse_shard
   from seqgen_jax.train.metrics import encode_png
 
   try:
@@ -68,23 +77,29 @@ def main(argv):
     if _RESUME.value:
       with config.unlocked():
         config.eval.fid_sample_dir = os.path.join(_WORKDIR.value, "fid_samples")
+    shard = parse_shard(_SHARD.value)
+    with config.unlocked():
+      config.eval.fid_sample_shard = _SHARD.value
+      if shard:  # a shard only samples: no bits/dim, no grid
+        config.eval.bpd_num_examples = 0
     for item in _SET.value:
       _apply(config, item)
     task = TASKS.get(config.task)(config)
     params, step = pretrained.load_params(_WORKDIR.value, prefer_ema=_EMA.value)
+    rng = jax.random.PRNGKey(_SEED.value)
+    t0 = time.perf_counter()
+    metrics = task.final_eval(params, rng)
   except SeqgenError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  rng = jax.random.PRNGKey(_SEED.value)
-  t0 = time.perf_counter()
-  metrics = task.final_eval(params, rng)
   result = {"step": step, "seconds": time.perf_counter() - t0, "overrides": _SET.value,
             "ema": _EMA.value, **metrics}
-  path = os.path.join(_WORKDIR.value, f"eval_{_TAG.value}.json")
+  suffix = f"_shard{shard[0]}of{shard[1]}" if shard else ""
+  path = os.path.join(_WORKDIR.value, f"eval_{_TAG.value}{suffix}.json")
   with open(path, "w") as f:
     json.dump(result, f, indent=2)
   logging.info("%s: %s", path, result)
-  if _GRID.value:
+  if _GRID.value and not shard:
     os.makedirs(os.path.join(_WORKDIR.value, "samples"), exist_ok=True)
     for name, value in task.sample(params, jax.random.fold_in(rng, 1)).items():
       if isinstance(value, str):

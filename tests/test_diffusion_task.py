@@ -84,7 +84,7 @@ def _stub_fid_module():
   return mod
 
 
-def test_end_to_end_label_conditional(tmp_path, data_dir, monkeypatch):
+def test_end_to_end_label_conditional(tmp_path, data_dir, monkeypatch, capsys):
   """Trains through train_and_evaluate: metrics, a grid PNG, and final bits/dim + FID keys."""
   monkeypatch.setitem(sys.modules, "seqgen_jax.eval.fid", _stub_fid_module())
   _StubFeatureNet.seen = []
@@ -123,14 +123,15 @@ def test_end_to_end_label_conditional(tmp_path, data_dir, monkeypatch):
   model_fn = dtask.DiffusionTask.model_fn
   monkeypatch.setattr(dtask.DiffusionTask, "model_fn",
                       lambda self, params, w: weights.append(w) or model_fn(self, params, w))
-  def run_eval(tag: str, n: int) -> dict:
+  def run_eval(tag: str, n: int, shard: str = "") -> dict:
     """experiments/diffusion_eval.py: n unguided samples, raw params; its eval_<tag>.json."""
     weights.clear()
-    with flagsaver.flagsaver(workdir=str(tmp_path), tag=tag, grid=False, ema=False,
+    with flagsaver.flagsaver(workdir=str(tmp_path), tag=tag, grid=False, ema=False, shard=shard,
                              set=["eval.bpd_num_examples=0", f"eval.fid_num_samples={n}",
                                   "eval.fid_guidance=0.0"]):
       diffusion_eval.main(["diffusion_eval"])
-    return json.loads((tmp_path / f"eval_{tag}.json").read_text())
+    suffix = f"_shard{shard.replace('/', 'of')}" if shard else ""
+    return json.loads((tmp_path / f"eval_{tag}{suffix}.json").read_text())
 
   again = run_eval("again", 10)
   assert again["step"] == 4 and again["ema"] is False and "bpd" not in again
@@ -159,6 +160,25 @@ def test_end_to_end_label_conditional(tmp_path, data_dir, monkeypatch):
   assert run_eval("again", 10)["samples_resumed_ddim2"] == 10.0 and weights == []
   np.testing.assert_array_equal(np.load(kept[0]), first)
   assert [s[1] for s in _StubFeatureNet.seen if s[0] == "fid"] == [(10, 28, 28, 1)]
+
+  # --shard=i/k: two processes make every other batch of 40 samples (4 batches) and score
+  # nothing; the unsharded run then only gathers.
+  for i in range(2):
+    part = run_eval("sharded", 40, shard=f"{i}/2")
+    assert part["shard_samples_ddim2"] == 20.0 and "fid_ddim2" not in part and weights == [0.0]
+  assert not (tmp_path / "eval_sharded.json").exists()
+  whole = run_eval("sharded", 40)
+  assert whole["samples_resumed_ddim2"] == 40.0 and weights == [] and whole["fid_ddim2"] == 42.0
+  capsys.readouterr()
+  with flagsaver.flagsaver(workdir=str(tmp_path), shard="2/2"), pytest.raises(SystemExit):
+    diffusion_eval.main(["diffusion_eval"])
+  assert "FID sample shard '2/2': expected 'i/k' with 0 <= i < k" in capsys.readouterr().err
+  with pytest.raises(ConfigError, match="expected 'i/k'"):
+    dtask.parse_shard("1-2")
+  with flagsaver.flagsaver(workdir=str(tmp_path), shard="0/2", resume=False), pytest.raises(
+      SystemExit):
+    diffusion_eval.main(["diffusion_eval"])  # a shard with nowhere to write its batches
+  assert "needs eval.fid_sample_dir" in capsys.readouterr().err
   # Another seed is another sample set.
   assert dtask.sample_fingerprint({"w": np.ones(3)}, jax.random.PRNGKey(0), "ddim-2", 0.0, 10,
                                   10, (28, 28, 1)) != dtask.sample_fingerprint(

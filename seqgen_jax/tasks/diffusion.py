@@ -33,7 +33,9 @@ accuracy of the conditioned samples as judged by that classifier, at the guidanc
 samples is saved there as it is made (uint8 .npy, written atomically, named by a fingerprint of
 params, seed, sampler, weight, count and batch size), and a rerun of the same evaluation loads
 the batches it finds instead of sampling them again: a 10k-sample DDPM-1000 evaluation that is
-preempted or stopped resumes where it stopped.
+preempted or stopped resumes where it stopped. ``eval.fid_sample_shard`` = "i/k" makes and saves
+only every k-th batch (from the i-th) and computes no FID, so k processes or hosts share one
+evaluation; a last unsharded run gathers the batches and scores them.
 
 Axis key: B batch, N samples, H height, W width, C channels, S text positions, T timesteps.
 """
@@ -586,6 +588,10 @@ class DiffusionTask(Task):
     labels = np.arange(n) % self.num_classes
     out = {"fid_guidance": w} if self.cond_kind != "none" else {}
     sample_dir = self.eval_cfg.get("fid_sample_dir", "") or ""
+    shard = parse_shard(self.eval_cfg.get("fid_sample_shard", "") or "")
+    if shard and not sample_dir:
+      raise ConfigError(f"eval.fid_sample_shard={shard[0]}/{shard[1]} needs eval.fid_sample_dir: "
+                        "a shard only writes its batches there, for an unsharded run to gather")
     for spec in specs:
       name, steps = parse_sampler(spec)
       tag = spec.replace("-", "")
@@ -597,6 +603,8 @@ class DiffusionTask(Task):
       t0 = time.perf_counter()
       chunks, resumed = [], 0
       for i in range(0, n, bs):
+        if shard and (i // bs) % shard[1] != shard[0]:
+          continue
         lab = labels[i:i + bs]
         path = f"{prefix}_{i:07d}.npy" if prefix else ""
         if path and os.path.exists(path):
@@ -614,6 +622,11 @@ class DiffusionTask(Task):
         chunks.append(chunk)
         logging.info("%s: %d / %d samples (%d loaded from %s; %.0f s)", spec, i + len(lab), n,
                      resumed, sample_dir or "-", time.perf_counter() - t0)
+      if shard:
+        out[f"shard_samples_{tag}"] = float(sum(len(c) for c in chunks))
+        out[f"samples_resumed_{tag}"] = float(resumed)
+        out[f"sample_s_{tag}"] = time.perf_counter() - t0
+        continue
       samples = np.concatenate(chunks)
       out[f"fid_{tag}"] = float(fid.fid_from_samples(net, samples, self.dataset, data_dir))
       if self.cond_kind != "none":
@@ -624,9 +637,23 @@ class DiffusionTask(Task):
         out[f"samples_resumed_{tag}"] = float(resumed)
       logging.info("%s: %s", spec, {k: v for k, v in out.items() if k.endswith(tag)})
     out["fid_num_samples"] = float(n)
+    if shard:
+      logging.info("shard %d/%d of the FID samples is on disk in %s; run without a shard to "
+                   "gather all of them and compute FID", *shard, sample_dir)
+      return out
     # What a perfect sampler would score with n samples (FID's small-sample bias).
     out["fid_real_data_floor"] = float(fid.real_data_floor(net, self.dataset, n, data_dir))
     return out
+
+
+def parse_shard(spec: str) -> tuple[int, int] | None:
+  """"i/k" (batch b of the FID samples belongs to shard b % k) -> (i, k); "" -> None."""
+  if not spec:
+    return None
+  m = re.fullmatch(r"(\d+)/(\d+)", str(spec).strip())
+  if not m or not int(m.group(1)) < int(m.group(2)):
+    raise ConfigError(f"FID sample shard {spec!r}: expected 'i/k' with 0 <= i < k, e.g. '0/2'")
+  return int(m.group(1)), int(m.group(2))
 
 
 def sample_fingerprint(params, rng: jax.Array, spec: str, w: float, n: int, batch_size: int,
