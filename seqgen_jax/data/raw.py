@@ -21,13 +21,13 @@ import hashlib
 import os
 import shutil
 import tarfile
-import tempfile
 import urllib.request
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from typing import IO
 
+from seqgen_jax import fileio
 from seqgen_jax.data import datadir
 from seqgen_jax.errors import DataError
 
@@ -174,10 +174,9 @@ def _download(dataset: str, raw: RawFile, dest: str, member: str | None) -> None
   """Fetches ``raw.url`` to a temporary file next to ``dest`` and renames it when it checks out."""
   os.makedirs(os.path.dirname(dest), exist_ok=True)
   ext = next((e for e in (".tar.gz", ".gz", ".zip") if dest.endswith(e)), "")
-  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dest)}.", suffix=f".part{ext}",
-                             dir=os.path.dirname(dest))
-  try:
-    with os.fdopen(fd, "wb") as out:
+  # The destination is either absent or complete and verified.
+  with fileio.atomic_path(dest, suffix=ext) as tmp:
+    with open(tmp, "wb") as out:
       try:
         with urllib.request.urlopen(raw.url, timeout=60) as resp:
           shutil.copyfileobj(resp, out, _CHUNK)
@@ -185,10 +184,6 @@ def _download(dataset: str, raw: RawFile, dest: str, member: str | None) -> None
         raise DataError(f"{dataset}: downloading {raw.url} failed ({e}); download it by hand "
                         f"into {os.path.dirname(dest)}/") from None
     verify(dataset, raw, Located(tmp, member))
-    os.replace(tmp, dest)  # atomic: the destination is either absent or complete and verified
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def locate(dataset: str, raw: RawFile, data_dir: str, origin: str, *,

@@ -31,7 +31,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import tempfile
 import warnings
 from typing import Any
 
@@ -43,6 +42,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import scipy.linalg
 
+from seqgen_jax import fileio
 from seqgen_jax.data import images as images_lib
 from seqgen_jax.data.builder import DataOptions
 from seqgen_jax.errors import ConfigError, DataError
@@ -237,11 +237,9 @@ def reference_stats(net: FeatureNet, dataset: str, data_dir: str | None = None, 
   mu, sigma = statistics(net.features(x))
   if cache and path is not None:
     # Written to a temporary name and renamed, so a reader never sees half a file.
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=os.path.dirname(path))
-    with os.fdopen(fd, "wb") as f:
+    with fileio.atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
       np.savez(f, mu=mu, sigma=sigma, num_images=x.shape[0], dataset=dataset, split=split,
                step=net.step if net.step is not None else -1)
-    os.replace(tmp, path)
   return mu, sigma
 
 

@@ -58,6 +58,7 @@ import numpy as np
 from absl import logging
 
 import seqgen_jax.nn  # noqa: F401  (registers the models)
+from seqgen_jax import fileio
 from seqgen_jax.data import captions, images
 from seqgen_jax.data.builder import DataOptions
 from seqgen_jax.data.pipeline import StepSource
@@ -617,8 +618,9 @@ class DiffusionTask(Task):
         else:
           key = jax.random.fold_in(jax.random.fold_in(rng, i), steps)
           chunk = np.asarray(to_uint8(self.generate_images(params, key, lab, name, steps, w)))
-          if path:
-            _save_atomic(path, chunk)
+          if path:  # a killed run leaves no partial batch behind
+            with fileio.atomic_path(path, suffix=".npy") as tmp:
+              np.save(tmp, chunk)
         chunks.append(chunk)
         logging.info("%s: %d / %d samples (%d loaded from %s; %.0f s)", spec, i + len(lab), n,
                      resumed, sample_dir or "-", time.perf_counter() - t0)
@@ -667,13 +669,6 @@ def sample_fingerprint(params, rng: jax.Array, spec: str, w: float, n: int, batc
   h.update(np.asarray(jax.random.key_data(rng)).tobytes())
   h.update(repr((spec, float(w), int(n), int(batch_size), tuple(shape))).encode())
   return h.hexdigest()[:12]
-
-
-def _save_atomic(path: str, array: np.ndarray) -> None:
-  """np.save to a temporary name, then rename: a killed run leaves no partial batch behind."""
-  tmp = f"{path}.tmp{os.getpid()}.npy"
-  np.save(tmp, array)
-  os.replace(tmp, path)
 
 
 def cascade_sample(base: DiffusionTask, base_params, sr: DiffusionTask, sr_params,
