@@ -35,3 +35,12 @@ def test_atomic_path_in_the_current_directory(tmp_path, monkeypatch):
   with fileio.atomic_path("plain.txt") as tmp, open(tmp, "w") as f:
     f.write("x")
   assert (tmp_path / "plain.txt").read_text() == "x"
+
+
+def test_atomic_path_gives_the_permissions_of_a_plain_open(tmp_path):
+  with open(tmp_path / "plain.bin", "wb"):
+    pass
+  with fileio.atomic_path(str(tmp_path / "atomic.bin")):
+    pass
+  mode = lambda name: (tmp_path / name).stat().st_mode & 0o777  # noqa: E731
+  assert mode("atomic.bin") == mode("plain.bin"), (oct(mode("atomic.bin")), oct(mode("plain.bin")))

@@ -236,9 +236,8 @@ def reference_stats(net: FeatureNet, dataset: str, data_dir: str | None = None, 
   x, _ = dataset_images(dataset, data_dir, split=split, max_examples=max_examples)
   mu, sigma = statistics(net.features(x))
   if cache and path is not None:
-    # Written to a temporary name and renamed, so a reader never sees half a file.
-    with fileio.atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
-      np.savez(f, mu=mu, sigma=sigma, num_images=x.shape[0], dataset=dataset, split=split,
+    with fileio.atomic_path(path, suffix=".npz") as tmp:
+      np.savez(tmp, mu=mu, sigma=sigma, num_images=x.shape[0], dataset=dataset, split=split,
                step=net.step if net.step is not None else -1)
   return mu, sigma
 
