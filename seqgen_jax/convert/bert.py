@@ -25,7 +25,8 @@ from seqgen_jax.convert.hf import (
   unsupported,
 )
 from seqgen_jax.errors import DataError
-from seqgen_jax.nn.transformer import EncoderClassifier, MaskedLM, build_encoder, stack_layer_params
+from seqgen_jax.nn.bert import EncoderClassifier, MaskedLM, build_encoder
+from seqgen_jax.nn.transformer import stack_layer_params
 
 BERT_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
                     "relu": "relu"}

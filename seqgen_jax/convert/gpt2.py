@@ -22,7 +22,8 @@ from seqgen_jax.convert.hf import (
   unsupported,
 )
 from seqgen_jax.errors import DataError
-from seqgen_jax.nn.transformer import build_gpt, stack_layer_params
+from seqgen_jax.nn.gpt import build_gpt
+from seqgen_jax.nn.transformer import stack_layer_params
 
 GPT2_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu",
                     "relu": "relu"}

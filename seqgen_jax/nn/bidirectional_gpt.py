@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from seqgen_jax.nn.attention import padding_mask
-from seqgen_jax.nn.transformer import GPT, BlockConfig, _check_len, build_gpt
+from seqgen_jax.nn.gpt import GPT, build_gpt
+from seqgen_jax.nn.transformer import BlockConfig, check_len
 from seqgen_jax.registry import MODELS
 
 
@@ -33,7 +34,7 @@ class BidirectionalGPT(GPT):
                train: bool = False) -> jax.Array:
     """Float32 logits [B, T, V]; ``mask_BT`` (True = real token) hides padding keys."""
     t = tokens_BT.shape[1]
-    _check_len(t, self.max_len)
+    check_len(t, self.max_len)
     positions_BT = jnp.arange(t)[None, :]
     x_BTD = self._embed(tokens_BT, positions_BT, train)
     ctx = {"positions": positions_BT,
