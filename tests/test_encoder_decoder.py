@@ -1,5 +1,5 @@
-"""The encoder-decoder Transformer: cached decoding == teacher forcing, source padding and the
-future of the target are invisible to the decoder."""
+"""The encoder-decoder Transformer: cached decoding == teacher forcing, and source padding is
+invisible to the decoder (its causality is checked in test_causality.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +34,7 @@ def _seq2seq(**kw):
 
 @pytest.mark.parametrize("kw", [dict(), dict(norm="pre", num_kv_heads=2, scan_layers=True)],
                          ids=["post_ln", "pre_ln_gqa_scan"])
-def test_encoder_decoder_cache_padding_and_causality(kw):
+def test_encoder_decoder_cache_and_source_padding(kw):
   model = _seq2seq(**kw)
   src = _toks(5, (2, T))
   src_mask = jnp.arange(T)[None, :] < jnp.array([[T], [4]])
@@ -56,10 +56,6 @@ def test_encoder_decoder_cache_padding_and_causality(kw):
     return jax.lax.scan(step, cache, jnp.arange(8))[1].transpose(1, 0, 2)
 
   np.testing.assert_allclose(np.asarray(incremental(params)), np.asarray(full), atol=2e-5)
-  # source padding is invisible to the decoder; so is the future of the target
+  # source padding is invisible to the decoder
   src2 = jnp.where(src_mask, src, _toks(7, (2, T)))
   np.testing.assert_allclose(full_fn(params, src2, src_mask, tgt), full, atol=1e-6)
-  tgt2 = tgt.at[:, 5].set((tgt[:, 5] + 1) % (V - 2))
-  changed = np.asarray(full_fn(params, src, src_mask, tgt2))
-  np.testing.assert_allclose(changed[:, :5], np.asarray(full[:, :5]), atol=1e-6)
-  assert np.all(np.max(np.abs(changed[:, 5] - np.asarray(full[:, 5])), axis=-1) > 1e-3)
