@@ -69,6 +69,7 @@ class Encoder(nn.Module):
   dtype: jnp.dtype | None = None
 
   def block_config(self, **overrides: Any) -> BlockConfig:
+    """The encoder's (bidirectional) block, with ``overrides`` applied."""
     choice("positions", self.positions, POSITIONS)
     kw = dict(num_heads=self.num_heads, d_ff=self.d_ff or 4 * self.d_model,
               num_kv_heads=self.num_kv_heads, dropout=self.dropout,
@@ -131,6 +132,7 @@ class MaskedLM(nn.Module):
   @nn.compact
   def __call__(self, tokens_BT: jax.Array, mask_BT: jax.Array, *, train: bool = False
                ) -> jax.Array:
+    """Float32 logits [B, T, V] at every position; ``mask_BT``: True = real token."""
     enc = self.encoder
     h_BTD = enc(tokens_BT, mask_BT, train=train)
     h_BTD = nn.Dense(enc.d_model, dtype=enc.dtype, kernel_init=nn.initializers.normal(0.02),
@@ -156,6 +158,7 @@ class EncoderClassifier(nn.Module):
   @nn.compact
   def __call__(self, tokens_BT: jax.Array, mask_BT: jax.Array, *, train: bool = False
                ) -> jax.Array:
+    """Float32 class logits [B, C]; ``mask_BT``: True = real token."""
     enc = self.encoder
     h_BTD = enc(tokens_BT, mask_BT, train=train)
     if choice("pooling", self.pooling, POOLINGS) == "cls":

@@ -28,6 +28,7 @@ class BidirectionalGPT(GPT):
   """GPT with full (non-causal) self-attention; no KV cache (every position sees every other)."""
 
   def block_config(self) -> BlockConfig:
+    """GPT's block without the causal mask."""
     return dataclasses.replace(super().block_config(), causal=False)
 
   def __call__(self, tokens_BT: jax.Array, mask_BT: jax.Array | None = None, *,
@@ -43,9 +44,12 @@ class BidirectionalGPT(GPT):
     return self._logits(x_BTD)
 
   def init_cache(self, batch_size: int, max_len: int) -> dict:
+    """Not available: raises NotImplementedError."""
     raise NotImplementedError("a bidirectional model has no incremental (KV-cache) decoding")
 
-  def decode(self, tokens_BT, cache, position):
+  def decode(self, tokens_BT: jax.Array, cache: dict, position: jax.Array
+             ) -> tuple[jax.Array, dict]:
+    """Not available: raises NotImplementedError."""
     raise NotImplementedError("a bidirectional model has no incremental (KV-cache) decoding")
 
 

@@ -96,6 +96,7 @@ class EncoderDecoder(nn.Module):
     return self.num_decoder_layers or self.num_layers
 
   def decoder_block(self) -> BlockConfig:
+    """The decoder's block: causal self-attention, cross-attention to the memory, MLP."""
     choice("positions", self.positions, POSITIONS)
     return BlockConfig(
         num_heads=self.num_heads, d_ff=self.d_ff or 4 * self.d_model,

@@ -58,6 +58,7 @@ class GPT(nn.Module):
   remat: str = "none"
 
   def block_config(self) -> BlockConfig:
+    """The causal pre-LN block, with GPT-2's 1/sqrt(2L) scaling of the residual projections."""
     choice("positions", self.positions, POSITIONS)
     return BlockConfig(
         num_heads=self.num_heads, d_ff=self.d_ff or 4 * self.d_model,
@@ -98,6 +99,7 @@ class GPT(nn.Module):
     return self._logits(x_BTD)
 
   def __call__(self, tokens_BT: jax.Array, *, train: bool = False) -> jax.Array:
+    """Float32 next-token logits [B, T, V]."""
     return self.logits_from_embeddings(self.embed(tokens_BT, train=train), train=train)
 
   def init_cache(self, batch_size: int, max_len: int) -> dict:

@@ -95,6 +95,7 @@ class MLP(nn.Module):
 
   @nn.compact
   def __call__(self, x_BTD: jax.Array) -> jax.Array:
+    """[B, T, D] -> [B, T, D]."""
     d = x_BTD.shape[-1]
     h_BTF = nn.Dense(self.d_ff, use_bias=self.use_bias, dtype=self.dtype,
                      kernel_init=nn.initializers.normal(self.init_std), name="fc")(x_BTD)
@@ -132,11 +133,12 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x_BTD: jax.Array, cache: dict | None, ctx: dict
                ) -> tuple[jax.Array, dict | None]:
+    """(x_BTD after the block, the layer's cache or None); see the class docstring."""
     c, d = self.cfg, x_BTD.shape[-1]
     if self.mode == "prime":
-      k, v = self._attention(d, self_attention=False, name="cross_attn").project_kv(
+      k_BSKH, v_BSKH = self._attention(d, self_attention=False, name="cross_attn").project_kv(
           ctx["memory"])
-      return x_BTD, {"cross_k": k, "cross_v": v}
+      return x_BTD, {"cross_k": k_BSKH, "cross_v": v_BSKH}
     drop = nn.Dropout(c.dropout, deterministic=self.deterministic)
 
     def residual(x_BTD, ln_name, f):
@@ -147,24 +149,25 @@ class Block(nn.Module):
 
     attn = self._attention(d, self_attention=True, name="attn")
     if self.mode == "decode":
-      x_BTD, self_kv = residual(x_BTD, "ln1", lambda h: attn.decode(
-          h, {"k": cache["k"], "v": cache["v"]}, ctx["position"]))
+      x_BTD, self_kv = residual(x_BTD, "ln1", lambda h_BTD: attn.decode(
+          h_BTD, {"k": cache["k"], "v": cache["v"]}, ctx["position"]))
       cache = {**cache, **self_kv}
     else:
-      x_BTD, _ = residual(x_BTD, "ln1", lambda h: (attn(
-          h, mask=ctx.get("mask"), causal=c.causal, positions_BT=ctx.get("positions"),
+      x_BTD, _ = residual(x_BTD, "ln1", lambda h_BTD: (attn(
+          h_BTD, mask=ctx.get("mask"), causal=c.causal, positions_BT=ctx.get("positions"),
           deterministic=self.deterministic), None))
     if c.cross_attention:
       xattn = self._attention(d, self_attention=False, name="cross_attn")
       if self.mode == "decode":
-        k, v = cache["cross_k"], cache["cross_v"]
+        k_BSKH, v_BSKH = cache["cross_k"], cache["cross_v"]
       else:
-        k, v = xattn.project_kv(ctx["memory"])
-      x_BTD, _ = residual(x_BTD, "ln_cross", lambda h: (xattn.cross(
-          h, k, v, mask=ctx.get("memory_mask"), deterministic=self.deterministic), None))
+        k_BSKH, v_BSKH = xattn.project_kv(ctx["memory"])
+      x_BTD, _ = residual(x_BTD, "ln_cross", lambda h_BTD: (xattn.cross(
+          h_BTD, k_BSKH, v_BSKH, mask=ctx.get("memory_mask"), deterministic=self.deterministic),
+          None))
     mlp = MLP(c.d_ff, use_bias=c.use_bias, init_std=c.init_std, out_init_std=c.out_init_std,
               activation=c.activation, dtype=c.dtype, name="mlp")
-    x_BTD, _ = residual(x_BTD, "ln2", lambda h: (mlp(h), None))
+    x_BTD, _ = residual(x_BTD, "ln2", lambda h_BTD: (mlp(h_BTD), None))
     return x_BTD, (cache if self.mode == "decode" else None)
 
 
@@ -183,6 +186,7 @@ class Stack(nn.Module):
   @nn.compact
   def __call__(self, x_BTD: jax.Array, ctx: dict, caches: Any = None, *, train: bool = False,
                mode: str = "full") -> tuple[jax.Array, Any]:
+    """(x_BTD after every layer, the caches or None); ``mode`` as in ``Block``."""
     choice("remat", self.remat, tuple(REMAT_POLICIES))
     cls = Block
     if self.remat != "none":

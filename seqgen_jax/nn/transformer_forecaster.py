@@ -52,6 +52,7 @@ class TransformerForecaster(nn.Module):
 
   @nn.compact
   def __call__(self, x_BWE: jax.Array, *, train: bool = False) -> jax.Array:
+    """The float32 forecast [B, Z, E] of the look-back window ``x_BWE``."""
     choice("positions", self.positions, POSITIONS)
     b, w, e = x_BWE.shape
     if (w, e) != (self.lookback, self.num_features):

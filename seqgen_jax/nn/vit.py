@@ -38,6 +38,7 @@ class ViT(nn.Module):
   dtype: jnp.dtype | None = None
 
   def num_patches(self) -> int:
+    """The number of patches per image; a ConfigError if the patch size does not divide it."""
     h, w, _ = self.image_shape
     p = self.patch_size
     if h % p or w % p:
@@ -46,19 +47,21 @@ class ViT(nn.Module):
 
   @nn.compact
   def __call__(self, images_BHWC: jax.Array, *, train: bool = False) -> jax.Array:
+    """Float32 class logits [B, K]."""
     if tuple(images_BHWC.shape[1:]) != tuple(self.image_shape):
       raise ValueError(f"images have shape {images_BHWC.shape[1:]}, the model was built for "
                        f"{tuple(self.image_shape)}")
     choice("pooling", self.pooling, POOLINGS)
     p, n = self.patch_size, self.num_patches()
-    x = jnp.asarray(images_BHWC, self.dtype or jnp.float32)
+    x_BHWC = jnp.asarray(images_BHWC, self.dtype or jnp.float32)
+    b = x_BHWC.shape[0]
     # A stride-p p x p convolution is exactly a linear map of each flattened patch.
     x_BhwD = nn.Conv(self.d_model, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype,
-                     name="patch_embed")(x)
-    x_BPD = x_BhwD.reshape(x.shape[0], n, self.d_model)
+                     name="patch_embed")(x_BHWC)
+    x_BPD = x_BhwD.reshape(b, n, self.d_model)
     if self.pooling == "cls":
       cls_11D = self.param("cls", nn.initializers.zeros, (1, 1, self.d_model))
-      cls_B1D = jnp.broadcast_to(cls_11D, (x.shape[0], 1, self.d_model)).astype(x_BPD.dtype)
+      cls_B1D = jnp.broadcast_to(cls_11D, (b, 1, self.d_model)).astype(x_BPD.dtype)
       x_BPD = jnp.concatenate([cls_B1D, x_BPD], axis=1)
     x_BPD = LearnedPositions(x_BPD.shape[1], self.d_model, dtype=self.dtype, name="pos_embed")(
         jnp.arange(x_BPD.shape[1])[None, :]) + x_BPD
@@ -71,8 +74,9 @@ class ViT(nn.Module):
     x_BPD = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="final_ln")(x_BPD)
     pooled_BD = x_BPD[:, 0] if self.pooling == "cls" else jnp.mean(x_BPD, axis=1)
     # Zero-initialised head, as in the ViT paper's fine-tuning recipe.
-    return nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=nn.initializers.zeros,
-                    name="head")(pooled_BD).astype(jnp.float32)
+    logits_BK = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=nn.initializers.zeros,
+                         name="head")(pooled_BD)
+    return logits_BK.astype(jnp.float32)
 
 @MODELS.register("vit", kind="image_classifier", family="transformer")
 def build_vit(cfg: ml_collections.ConfigDict, *, image_shape: tuple[int, int, int],
