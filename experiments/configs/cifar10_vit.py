@@ -1,4 +1,4 @@
-"""ViT on CIFAR-10 (offline JPEG copy): the issue-5 ViT task.
+"""ViT on CIFAR-10 (offline JPEG copy): image classification with the vit model (nn/vit.py).
 
 A small ViT sized for the 2-core CPU of the README numbers: 4x4 patches (64
 tokens + a class token), 4 pre-LN layers, width 64, 4 heads, MLP 128 (about 0.14M
