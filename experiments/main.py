@@ -1,6 +1,6 @@
 """Train and evaluate any task / model from a config file.
 
-  python -m experiments.main --config=experiments/configs/copy_gpt.py:runlocal \
+  python -m experiments.main --config=experiments/configs/copy.py:runlocal \
       --workdir=/tmp/seqgen/copy_gpt
 
 Several processes (one per host, or several on one machine for testing):

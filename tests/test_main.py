@@ -13,7 +13,7 @@ from seqgen_jax.train.loop import train_and_evaluate
 def test_runlocal_quickstart_trains(tmp_path):
   wd = tmp_path / "copy"
   env = {**os.environ, "XLA_FLAGS": ""}  # as a user runs it: one CPU device, default XLA flags
-  proc = subprocess.run(main_command("copy_gpt.py:runlocal", wd), cwd=REPO, capture_output=True,
+  proc = subprocess.run(main_command("copy.py:runlocal", wd), cwd=REPO, capture_output=True,
                         text=True, timeout=600, env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]
   rows = read_jsonl(wd / "metrics.jsonl")
@@ -73,7 +73,7 @@ def test_missing_data_is_one_line_and_writes_nothing(tmp_path):
 def test_entrypoint_prints_one_line_error_and_exits_2(tmp_path):
   wd = tmp_path / "wd"
   proc = subprocess.run(
-      main_command("shakespeare_char_gpt.py:runlocal", wd,
+      main_command("shakespeare_char.py:runlocal", wd,
                    f"--config.data.data_dir={tmp_path / 'missing'}"),
       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2
