@@ -42,7 +42,7 @@ def extra_model():
 
 
 def tiny_settings(**kw) -> showdown.Settings:
-  s = showdown.settings_for("quick", "copy")
+  s = showdown.preset("quick", "copy")
   s.data = dict(length=2, delay=2, alphabet=4)
   s.model = dict(d_model=16, hidden_size=16, num_layers=1, num_heads=2, d_ff=32, mlp_ratio=2,
                  dropout=0.0)
@@ -195,7 +195,7 @@ def test_full_mode_builds_every_model_at_its_shapes():
   """The full (accelerator) preset, never run on CI's CPU, at least builds: every registered
   model's train step lowers at the full shapes, GPT has nanoGPT's shakespeare-char size
   (closed-form parameter count) and the FLOP budget buys it thousands of steps."""
-  s = showdown.settings_for("full", "copy")
+  s = showdown.preset("full", "copy")
   data = {"name": "copy", **s.data}
   seq_len = 2 * s.data["length"] + s.data["delay"]
   names = set()

@@ -168,3 +168,36 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   if task in TASK_DEFAULTS:
     TASK_DEFAULTS[task](c)
   return c
+
+
+# ------------------------------------------------------------------------------ the showdown
+
+
+def showdown_defaults(task: str, mode: str) -> ml_collections.ConfigDict:
+  """Every field a showdown run (experiments/showdown.py) reads; a preset sets the values."""
+  c = ml_collections.ConfigDict()
+  c.task = task
+  c.mode = mode  # the preset's name, shown in the report
+  c.budget_flops = ml_collections.config_dict.placeholder(float)  # per model and seed
+  c.budget_seconds = ml_collections.config_dict.placeholder(float)  # if set: replaces FLOPs
+  c.seeds = 3  # per model, for the confidence intervals
+  c.models = ml_collections.config_dict.placeholder(tuple)  # None: every model that fits
+  c.data_dir = ""  # empty: $SEQGEN_DATA_DIR
+  c.batch_size = 32
+  c.evals_per_run = 4
+  c.model = ml_collections.ConfigDict()  # config.model fields common to every model
+  c.data = ml_collections.ConfigDict()  # config.data fields of the task
+  c.lr = 3e-3
+  c.sweep_models = ()  # the dependency-length sweep's models; (): every causal_lm model
+  c.sweep_steps = 200
+  c.copy_delays = ()
+  c.recall_pairs = ()
+  c.scaling_models = ()
+  c.scaling_lengths = ()
+  c.scaling_tokens = 4096
+  c.latency_lengths = ()
+  c.denoiser = ml_collections.ConfigDict()  # U-Net and DiT fields of the image-latency bench
+  c.image_shape = (16, 16, 3)
+  c.denoise_steps = ()
+  c.repeats = 5
+  return c
