@@ -175,7 +175,7 @@ def describe_missing_field(config: Any, field: str) -> str | None:
       return f"{'.'.join(done)} is a value, not a section with fields"
     if key not in node:
       where = ".".join(done)
-      close = difflib.get_close_matches(key, list(node.keys()), n=3, cutoff=0.6)
+      close = difflib.get_close_matches(key, list(node.keys()), n=2, cutoff=0.7)
       hint = f"did you mean {' or '.join('.'.join([*done, c]) for c in close)}? " if close else ""
       section = f"{where} has" if where else "the config has"
       return (f"no field {'.'.join([*done, key])}; {hint}{section}: "
