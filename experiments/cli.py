@@ -26,10 +26,15 @@ from typing import Any, NoReturn
 from absl import app, flags, logging
 from ml_collections import config_dict
 
+import experiments
+import seqgen_jax
 from seqgen_jax.errors import ConfigError, SeqgenError
 
 FLAGS = flags.FLAGS
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Where this project's code lives (an installed seqgen_jax need not sit next to experiments/).
+_OWN_DIRS = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep
+                  for m in (seqgen_jax, experiments))
 # absl's own flags, named in the unknown-flag message after the entrypoint's.
 _ABSL_FLAGS = ("verbosity", "helpfull")
 
@@ -65,9 +70,7 @@ class _OwnInfoOnly(pylogging.Filter):
   def filter(self, record: pylogging.LogRecord) -> bool:
     if record.levelno >= pylogging.WARNING:
       return True
-    path = os.path.abspath(record.pathname)
-    return any(path.startswith(os.path.join(_REPO, d) + os.sep) for d in ("seqgen_jax",
-                                                                         "experiments"))
+    return os.path.abspath(record.pathname).startswith(_OWN_DIRS)
 
 
 # ------------------------------------------------------------------------------ flag parsing
