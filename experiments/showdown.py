@@ -321,7 +321,8 @@ def run_showdown(s: Settings, out: str) -> dict[str, Any]:
   budget = (f"{s.budget_seconds:g} s" if s.budget_seconds else f"{s.budget_flops:.3g} FLOPs")
   md = [f"# Showdown: {s.task} ({s.mode} mode)", "",
         f"Device: {device}. Budget per model and seed: {budget}. Seeds: {s.seeds}. "
-        f"Batch {s.batch_size}; model fields {s.model}; AdamW lr {s.lr:g}, warm-up + cosine.",
+        f"Batch {s.batch_size}; model fields {s.model.to_dict()}; AdamW lr {s.lr:g}, "
+        "warm-up + cosine.",
         "", table, "",
         "Wall time: the whole `train_and_evaluate` call (compilation, evaluation and the "
         "final checkpoint included); `train`: the training steps alone. Memory: "
