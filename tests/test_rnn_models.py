@@ -166,7 +166,8 @@ def test_lm_task_samples_with_carried_state(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config", ["copy_mingru.py:runlocal", "shakespeare_char_lstm.py:runlocal"])
+@pytest.mark.parametrize("config", ["copy.py:model=mingru,runlocal",
+                                    "shakespeare_char.py:model=lstm,runlocal"])
 def test_recurrent_runlocal_configs_train(tmp_path, config, data_dir):
   """The two recurrent experiment configs train end to end through the lm task."""
   import os
