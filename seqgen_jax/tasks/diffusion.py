@@ -434,6 +434,8 @@ class DiffusionTask(Task):
       opts: dict[str, Any] = dict(prediction=self.prediction, num_steps=num_steps)
       if not self.latent_dir and name in ("ddpm", "ddim"):
         opts["clip_x0"] = 1.0  # pixels live in [-1, 1] (Ho et al. clip the predicted x0)
+        if name == "ddim":  # eps from the clipped x0 (guided-diffusion), as the results used
+          opts["use_clipped_model_output"] = True
 
       def run(params, rng, cond, dummy_N):
         z = samplers.sample(name, self.model_fn(params, w), self.schedule,
