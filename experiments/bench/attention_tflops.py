@@ -103,9 +103,10 @@ def measure(seq_lens: list[int], head_dims: list[int], *, tokens: int, model_dim
   dtype = jnp.bfloat16 if dtype_name == "bfloat16" else jnp.float32
   peer = torch_peer()
   rows = []
-  for h in head_dims:
-    n = heads or max(1, model_dim // h)
-    for t in seq_lens:
+  # Length-major, so that a deadline drops the longest sequences rather than a head size.
+  for t in seq_lens:
+    for h in head_dims:
+      n = heads or max(1, model_dim // h)
       b = max(1, tokens // t)
       row = {"head_dim": h, "heads": n, "seq_len": t, "batch": b}
       rows.append(row)

@@ -29,16 +29,21 @@ from seqgen_jax.nn.parallel_rnn import MinGRU
 from seqgen_jax.nn.rnn import StackedRNN, cudnn_lstm_available
 
 FLAGS = flags.FLAGS
-flags.DEFINE_bool("quick", False, "small shapes for a fast check")
-flags.DEFINE_integer("reps", 5, "timed repetitions (the median is reported)")
-flags.DEFINE_integer("batch", 64, "part 1 batch size")
-flags.DEFINE_integer("seq_len", 512, "part 1 sequence length")
-flags.DEFINE_integer("hidden", 1024, "part 1 hidden (= input) size")
-flags.DEFINE_list("lengths", ["512", "2048", "4096"], "part 2 sequence lengths (empty: skip)")
-flags.DEFINE_integer("len_batch", 16, "part 2 batch size")
-flags.DEFINE_integer("len_hidden", 512, "part 2 hidden (= input) size of both models")
-flags.DEFINE_bool("torch", True, "time torch.nn.LSTM in part 1")
-flags.DEFINE_string("out", "", "write the JSON record here (FILE.json, or a folder)")
+
+
+def _define_flags() -> None:
+  """The command line's flags, defined only when this file is the program (so that importing
+  its functions next to another absl program, as the accelerator report does, cannot clash)."""
+  flags.DEFINE_bool("quick", False, "small shapes for a fast check")
+  flags.DEFINE_integer("reps", 5, "timed repetitions (the median is reported)")
+  flags.DEFINE_integer("batch", 64, "part 1 batch size")
+  flags.DEFINE_integer("seq_len", 512, "part 1 sequence length")
+  flags.DEFINE_integer("hidden", 1024, "part 1 hidden (= input) size")
+  flags.DEFINE_list("lengths", ["512", "2048", "4096"], "part 2 sequence lengths (empty: skip)")
+  flags.DEFINE_integer("len_batch", 16, "part 2 batch size")
+  flags.DEFINE_integer("len_hidden", 512, "part 2 hidden (= input) size of both models")
+  flags.DEFINE_bool("torch", True, "time torch.nn.LSTM in part 1")
+  flags.DEFINE_string("out", "", "write the JSON record here (FILE.json, or a folder)")
 
 
 def median_seconds(run: Callable[[], object], reps: int) -> float:
@@ -160,4 +165,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -118,7 +118,7 @@ def _attention(rec: dict) -> list[str]:
   s, rows_in = rec["shapes"], rec["results"]["rows"]
   impls = [("xla", "XLA"), ("blockwise", "blockwise"), ("cudnn", "cuDNN")]
   rows, reasons, skipped = [], {}, []
-  for r in rows_in:
+  for r in sorted(rows_in, key=lambda r: (r["head_dim"], r["seq_len"])):
     if "skipped" in r:
       skipped.append(f"head {r['head_dim']} T={r['seq_len']} ({r['skipped']})")
       continue
