@@ -109,10 +109,10 @@ def measure(seq_lens: list[int], head_dims: list[int], *, tokens: int, model_dim
       n = heads or max(1, model_dim // h)
       b = max(1, tokens // t)
       row = {"head_dim": h, "heads": n, "seq_len": t, "batch": b}
-      rows.append(row)
-      if deadline is not None and deadline.expired():
-        row["skipped"] = "time budget spent"
+      if rows and deadline is not None and deadline.expired():  # the first point always runs
+        rows.append({**row, "skipped": "time budget spent"})
         continue
+      rows.append(row)
       flops = causal_fwd_bwd_flops(b, n, t, h)
       row["gflop_per_call"] = flops / 1e9
       reasons = {}

@@ -37,8 +37,8 @@ from seqgen_jax.diffusion import samplers, schedules
 NUM_STEPS = 50
 
 
-def jax_sampler(ours, params, shape, classes: int, batch: int):
-  """A jitted ``rng -> images`` running DDIM-50 with our network."""
+def jax_sampler(ours, params, shape, classes: int, batch: int, num_steps: int = NUM_STEPS):
+  """A jitted ``rng -> images`` running DDIM (50 steps by default) with our network."""
   schedule = schedules.linear(1000)
   labels = jnp.arange(batch, dtype=jnp.int32) % max(classes, 1)
 
@@ -49,14 +49,14 @@ def jax_sampler(ours, params, shape, classes: int, batch: int):
   def run(rng, x_start=None):
     cond = {"label": labels} if classes else None
     return samplers.ddim_sample(model_fn, schedule, (batch, *shape), rng, cond=cond,
-                                num_steps=NUM_STEPS, eta=0.0, spacing="leading",
+                                num_steps=num_steps, eta=0.0, spacing="leading",
                                 x_start=x_start)
 
   return run
 
 
 def torch_sampler(peer, shape, classes: int, batch: int, dtype: str, compile_model: bool,
-                  device: str = "cpu"):
+                  device: str = "cpu", num_steps: int = NUM_STEPS):
   """A ``seed -> images`` closure running diffusers' DDIMScheduler over the peer network (on
   ``device``; images come back on that device)."""
   import torch
@@ -65,7 +65,7 @@ def torch_sampler(peer, shape, classes: int, batch: int, dtype: str, compile_mod
   sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4,
                         beta_end=0.02, clip_sample=False, set_alpha_to_one=True,
                         timestep_spacing="leading", prediction_type="epsilon")
-  sched.set_timesteps(NUM_STEPS, device=device)
+  sched.set_timesteps(num_steps, device=device)
   peer.to(device)
   model = torch.compile(peer) if compile_model else peer
   peer.eval()
@@ -90,17 +90,18 @@ def torch_sampler(peer, shape, classes: int, batch: int, dtype: str, compile_mod
 
 def measure(model_name: str, *, batch: int, dtype_name: str, rounds: int,
             compile_peer: bool = True, with_peer: bool = True, arch: dict | None = None,
-            deadline: common.Deadline | None = None, log=print) -> tuple[dict, str | None]:
-  """DDIM-50 images/s of both sides over alternating rounds (at least one; no new round once
+            num_steps: int = NUM_STEPS, deadline: common.Deadline | None = None, log=print
+            ) -> tuple[dict, str | None]:
+  """DDIM images/s of both sides over alternating rounds (at least one; no new round once
   ``deadline`` has expired) and the largest difference of their images from the same x_T;
   (results, peer description, or None without a peer)."""
   dtype = jnp.bfloat16 if dtype_name == "bfloat16" else jnp.float32
   b = build_model(model_name, dtype, arch)
   params = jax.tree.map(jnp.asarray, b.params)
   shape, classes = b.image_shape, b.classes
-  sides = {"jax": (jax_sampler(b.ours, params, shape, classes, batch),
+  sides = {"jax": (jax_sampler(b.ours, params, shape, classes, batch, num_steps),
                    lambda r: jax.block_until_ready(r(jax.random.PRNGKey(0))))}
-  peer_desc, results = None, {"steps": NUM_STEPS}
+  peer_desc, results = None, {"steps": num_steps}
   if with_peer and b.peer is None:
     peer_desc = results["peer_reason"] = b.peer_reason
   elif with_peer:
@@ -109,7 +110,8 @@ def measure(model_name: str, *, batch: int, dtype_name: str, rounds: int,
     dev = common.torch_device()
     peer_desc = (f"diffusers DDIMScheduler loop over {type(b.peer).__name__} (same weights), "
                  f"{'torch.compile' if compile_peer else 'eager'} on {dev}")
-    run_t = torch_sampler(b.peer, shape, classes, batch, dtype_name, compile_peer, dev)
+    run_t = torch_sampler(b.peer, shape, classes, batch, dtype_name, compile_peer, dev,
+                          num_steps)
     sides["diffusers"] = (run_t, lambda r: r(0))
     results.update(torch_threads=torch.get_num_threads(), torch_compile=compile_peer)
   for name, (run, once) in sides.items():  # compilation / warm-up, not timed
@@ -149,16 +151,18 @@ def measure(model_name: str, *, batch: int, dtype_name: str, rounds: int,
 
 
 def record(model_name: str, results: dict, peer: str | None, *, batch: int, dtype_name: str,
-           arch: dict | None = None, command: str | None = None) -> dict:
+           arch: dict | None = None, num_steps: int = NUM_STEPS,
+           command: str | None = None) -> dict:
   """The benchmark's JSON record (experiments/bench/common.py's schema)."""
   from experiments.bench.denoiser_train import ARCHS
 
   return common.bench_record(
       f"ddim_sampling_{model_name}",
-      shapes={"model": model_name, "batch": batch, "dtype": dtype_name, "steps": NUM_STEPS,
+      shapes={"model": model_name, "batch": batch, "dtype": dtype_name, "steps": num_steps,
               "arch": dict(arch or ARCHS[model_name])},
       results=results, peer=peer,
-      notes="DDIM-50, eta 0, leading spacing, linear schedule; medians over alternating rounds",
+      notes=f"DDIM-{num_steps}, eta 0, leading spacing, linear schedule; medians over "
+            "alternating rounds",
       command=command)
 
 
@@ -168,19 +172,21 @@ def main() -> None:
   ap.add_argument("--batch", type=int, default=4)
   ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
   ap.add_argument("--rounds", type=int, default=3)
+  ap.add_argument("--steps", type=int, default=NUM_STEPS, help="DDIM steps")
   ap.add_argument("--no-compile", action="store_true", help="skip torch.compile on the peer")
   ap.add_argument("--no-peer", action="store_true")
   ap.add_argument("--out", default="", help="FILE.json, or a folder for ddim_sampling_MODEL.json")
   args = ap.parse_args()
   results, peer = measure(args.model, batch=args.batch, dtype_name=args.dtype,
                           rounds=args.rounds, compile_peer=not args.no_compile,
-                          with_peer=not args.no_peer, log=lambda m: print(m, flush=True))
+                          with_peer=not args.no_peer, num_steps=args.steps,
+                          log=lambda m: print(m, flush=True))
   print(json.dumps({"model": args.model, "batch": args.batch, "dtype": args.dtype,
                     "device": jax.devices()[0].device_kind, **results}, indent=2))
   path = common.out_path(args.out, f"ddim_sampling_{args.model}")
   if path:
     common.write_json(path, record(args.model, results, peer, batch=args.batch,
-                                   dtype_name=args.dtype))
+                                   dtype_name=args.dtype, num_steps=args.steps))
     print(f"wrote {path}")
 
 

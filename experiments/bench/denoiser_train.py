@@ -61,12 +61,11 @@ DDPM_CIFAR10 = dict(
 DIT_B2 = dict(num_attention_heads=12, attention_head_dim=64, in_channels=4, out_channels=4,
               num_layers=12, sample_size=32, patch_size=2, num_embeds_ada_norm=1000,
               norm_eps=1e-6)
-# CPU-sized stand-ins of the same layouts (the accelerator report's --quick).
-TINY_UNET = dict(DDPM_CIFAR10, sample_size=8, block_out_channels=(16, 32),
-                 down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-                 up_block_types=("AttnUpBlock2D", "UpBlock2D"), layers_per_block=1,
-                 norm_num_groups=8)
-TINY_DIT = dict(DIT_B2, num_attention_heads=2, attention_head_dim=16, num_layers=2,
+# CPU-sized stand-ins of the same layouts, quick to compile (the accelerator report's --quick).
+TINY_UNET = dict(DDPM_CIFAR10, sample_size=8, block_out_channels=(16,),
+                 down_block_types=("AttnDownBlock2D",), up_block_types=("AttnUpBlock2D",),
+                 layers_per_block=1, norm_num_groups=8)
+TINY_DIT = dict(DIT_B2, num_attention_heads=2, attention_head_dim=16, num_layers=1,
                 sample_size=8, num_embeds_ada_norm=10)
 ARCHS = {"unet": DDPM_CIFAR10, "dit": DIT_B2}
 

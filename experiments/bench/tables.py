@@ -27,8 +27,8 @@ TITLES = {
     "rnn_bench": "LSTM forward + backward: tokens/s",
     "denoiser_train_unet": "U-Net (DDPM) train steps/s",
     "denoiser_train_dit": "DiT train steps/s",
-    "ddim_sampling_unet": "DDIM-50 sampling with the U-Net: images/s",
-    "ddim_sampling_dit": "DDIM-50 sampling with the DiT: images/s",
+    "ddim_sampling_unet": "DDIM sampling with the U-Net: images/s",
+    "ddim_sampling_dit": "DDIM sampling with the DiT: images/s",
     "showdown_scaling": "Training throughput vs sequence length (the showdown's models)",
     "data_throughput": "Data pipelines: examples/s",
 }
@@ -173,7 +173,8 @@ def _denoiser_train(rec: dict) -> list[str]:
   if "torch_steps_per_s" in r:
     rows.append([f"diffusers ({'torch.compile' if r.get('torch_compile') else 'eager'})",
                  num(r["torch_steps_per_s"]), num(r["torch_images_per_s"])])
-  out = [f"Batch {s['batch']}, {r['rounds']} rounds of {s['steps_per_round']} steps per side.",
+  out = [f"Batch {s['batch']}; {s['steps_per_round']} steps per side in each of "
+         f"{r['rounds']} round(s).",
          table(["", "steps/s", "images/s"], rows)]
   if "ratio_jax_over_torch" in r:
     out.append(f"JAX / diffusers: {ratio(r['ratio_jax_over_torch'])} (median of per-round "
@@ -190,7 +191,7 @@ def _ddim(rec: dict) -> list[str]:
     rows.append([f"diffusers DDIMScheduler loop "
                  f"({'torch.compile' if r.get('torch_compile') else 'eager'})",
                  num(r["diffusers_images_per_s"])])
-  out = [f"Batch {s['batch']}, {s['steps']} DDIM steps, {r['rounds']} rounds.",
+  out = [f"Batch {s['batch']}, {s['steps']} DDIM steps, {r['rounds']} round(s).",
          table(["", "images/s"], rows)]
   if "ratio_jax_over_diffusers" in r:
     out.append(f"JAX / diffusers: {ratio(r['ratio_jax_over_diffusers'])}; from the same x_T "
@@ -261,8 +262,9 @@ def title(name: str) -> str:
   return TITLES.get(name, name)
 
 
-def render_record(rec: dict, level: int = 3) -> str:
-  """One benchmark record as a markdown block: heading, meta line, table(s), notes, command."""
+def render_record(rec: dict, level: int = 3, with_command: bool = True) -> str:
+  """One benchmark record as a markdown block: heading, meta line, table(s), notes and (with
+  ``with_command``) the command that made it."""
   name = rec.get("name", "?")
   out = ["#" * level + " " + title(name), "", meta_line(rec), ""]
   if rec.get("status") == "failed":
@@ -275,7 +277,8 @@ def render_record(rec: dict, level: int = 3) -> str:
   if section:
     out.append(f"Section time {section['elapsed_s']:.0f} s of a {section['budget_s']:.0f} s "
                "budget.\n")
-  out.append(f"Command: `{rec.get('command', '?')}`")
+  if with_command:
+    out.append(f"Command: `{rec.get('command', '?')}`")
   return "\n".join(out).rstrip() + "\n"
 
 
