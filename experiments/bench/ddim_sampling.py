@@ -1,13 +1,15 @@
 """DDIM-50 sampling throughput (images/s): this codebase's compiled sampler vs diffusers, same
 network, same weights, same device, same run.
 
-Both sides draw a batch of images from pure noise with 50 deterministic DDIM steps (eta = 0,
-"leading" spacing, Ho et al.'s linear schedule, eps prediction) through Ho et al.'s CIFAR-10
-DDPM U-Net (35.7M parameters; ``--model=unet``) or a DiT on 32x32x4 latents (``--model=dit``,
-DiT-B/2 by default, class-conditional). The JAX side is ``seqgen_jax.diffusion.samplers.
-ddim_sample``: the whole 50-step walk is one ``lax.scan`` under one ``jax.jit``. The peer is
-diffusers' ``DDIMScheduler`` driving the ``UNet2DModel`` / ``DiTTransformer2DModel`` (optionally
-``torch.compile``d) in the usual Python loop, in ``torch.inference_mode``. Our network gets the
+Both sides denoise the same batch of pure noise x_T (one fixed draw, so that the first outputs
+double as an equality check of the two samplers) with 50 deterministic DDIM steps (``--steps``;
+eta = 0, "leading" spacing, Ho et al.'s linear schedule, eps prediction) through Ho et al.'s
+CIFAR-10 DDPM U-Net (35.7M parameters; ``--model=unet``) or a DiT on 32x32x4 latents
+(``--model=dit``, DiT-B/2 by default, class-conditional). The JAX side is
+``seqgen_jax.diffusion.samplers.ddim_sample``: the whole 50-step walk is one ``lax.scan`` under
+one ``jax.jit``. The peer is diffusers' ``DDIMScheduler`` driving the ``UNet2DModel`` /
+``DiTTransformer2DModel`` (optionally ``torch.compile``d) in the usual Python loop, in
+``torch.inference_mode``. Our network gets the
 peer's weights through seqgen_jax.convert. Compilation and warm-up are excluded; each of
 ``--rounds`` rounds times one batch on each side in turn (so machine load hits both alike), and
 the medians are reported with the ratio of medians. The peer runs on CUDA when the installed
@@ -99,8 +101,11 @@ def measure(model_name: str, *, batch: int, dtype_name: str, rounds: int,
   b = build_model(model_name, dtype, arch)
   params = jax.tree.map(jnp.asarray, b.params)
   shape, classes = b.image_shape, b.classes
-  sides = {"jax": (jax_sampler(b.ours, params, shape, classes, batch, num_steps),
-                   lambda r: jax.block_until_ready(r(jax.random.PRNGKey(0))))}
+  # Every run on both sides starts from the same x_T, so that the warm-up outputs double as the
+  # equality check and the timed runs reuse the one compiled sampler.
+  x_T = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
+  run_j, x_T_jax = jax_sampler(b.ours, params, shape, classes, batch, num_steps), jnp.asarray(x_T)
+  sides = {"jax": lambda: jax.block_until_ready(run_j(jax.random.PRNGKey(0), x_T_jax))}
   peer_desc, results = None, {"steps": num_steps}
   if with_peer and b.peer is None:
     peer_desc = results["peer_reason"] = b.peer_reason
@@ -112,32 +117,31 @@ def measure(model_name: str, *, batch: int, dtype_name: str, rounds: int,
                  f"{'torch.compile' if compile_peer else 'eager'} on {dev}")
     run_t = torch_sampler(b.peer, shape, classes, batch, dtype_name, compile_peer, dev,
                           num_steps)
-    sides["diffusers"] = (run_t, lambda r: r(0))
+    x_T_torch = torch.from_numpy(x_T).permute(0, 3, 1, 2).contiguous().to(dev)
+    sides["diffusers"] = lambda: run_t(0, x_T_torch)
     results.update(torch_threads=torch.get_num_threads(), torch_compile=compile_peer)
-  for name, (run, once) in sides.items():  # compilation / warm-up, not timed
+  first = {}
+  for name, once in sides.items():  # compilation / warm-up, not timed
     t0 = time.perf_counter()
-    out = once(run)
+    first[name] = once()
     results[f"{name}_warmup_s"] = time.perf_counter() - t0
     log(f"{name}: warm-up (compilation) {results[f'{name}_warmup_s']:.1f}s, "
-        f"output {tuple(out.shape)}")
-  if "diffusers" in sides:
-    import torch
-
-    # Same start noise on both sides: the two samplers must land on the same images.
-    x_T = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
-    ours_x0 = np.asarray(sides["jax"][0](jax.random.PRNGKey(0), jnp.asarray(x_T)), np.float32)
-    peer_x0 = sides["diffusers"][0](0, torch.from_numpy(x_T).permute(0, 3, 1, 2).contiguous())
-    peer_x0 = peer_x0.permute(0, 2, 3, 1).float().cpu().numpy()
+        f"output {tuple(first[name].shape)}")
+  if "diffusers" in first:
+    # The same start noise on both sides: the two samplers must land on the same images.
+    ours_x0 = np.asarray(first["jax"], np.float32)
+    peer_x0 = first["diffusers"].permute(0, 2, 3, 1).float().cpu().numpy()
     results["max_abs_diff_same_x_T"] = float(np.max(np.abs(ours_x0 - peer_x0)))
     log(f"same x_T: max |ours - diffusers| = {results['max_abs_diff_same_x_T']:.2e} "
         f"(images in about [-1, 1])")
+  del first
   rates = {name: [] for name in sides}
   for r in range(rounds):
     if r and deadline is not None and deadline.expired():
       break
-    for name, (run, once) in sides.items():
+    for name, once in sides.items():
       t0 = time.perf_counter()
-      once(run)
+      once()
       rates[name].append(batch / (time.perf_counter() - t0))
     log(f"round {r}: " + ", ".join(f"{n} {v[-1]:.3f} images/s" for n, v in rates.items()))
   del sides
