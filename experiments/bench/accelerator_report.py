@@ -20,8 +20,9 @@ benchmark file, in this order:
   denoiser_train_dit   DiT-B/2 on 32x32x4 latents, batch 128, bf16, vs diffusers' DiT
   ddim_sampling_dit    DDIM-50 sampling with DiT-B/2, batch 64, bf16, vs diffusers'
                        DDIMScheduler loop (and the largest image difference from the same x_T)
-  showdown_scaling     the showdown's sweep: its full-preset models (6 layers, width 384) trained
-                       at T = 512, 2048, 8192 with 64k tokens a batch: tokens/s and memory
+  showdown_scaling     the showdown's sweep: its full-preset models (experiments/configs/showdown/
+                       full.py: 6 layers, width 384) trained at T = 512, 2048, 8192 with 64k
+                       tokens a batch: tokens/s and memory
 
 Every section runs in a try/except: a failure is recorded (error and traceback tail) and the
 other sections still run; a peer that cannot run (diffusers missing, say) is reported as
@@ -198,8 +199,9 @@ def _showdown(p: Preset, c: dict, deadline: common.Deadline, command: str) -> di
   from experiments import showdown, showdown_bench
   from seqgen_jax.registry import MODELS
 
-  s = showdown.settings_for(c["mode"])
-  s.model.update(c["model"])
+  s = showdown.preset(c["mode"])  # experiments/configs/showdown/<mode>.py
+  for k, v in c["model"].items():
+    s.model[k] = v
   available = set(MODELS.names(kind="causal_lm"))
   models = [m for m in c["models"] if m in available]
 
@@ -230,7 +232,8 @@ def _showdown(p: Preset, c: dict, deadline: common.Deadline, command: str) -> di
   return common.bench_record(
       "showdown_scaling",
       shapes={"models": models, "seq_lens": list(c["seq_lens"]), "tokens_per_batch": c["tokens"],
-              "dtype": p.dtype, "model": dict(s.model), "repeats": c["repeats"]},
+              "dtype": p.dtype, "model": {k: v for k, v in s.model.items()},
+              "repeats": c["repeats"]},
       results={"rows": rows, "skipped": skipped}, peer=None,
       notes="one train step (forward, backward, AdamW) at batch = tokens / T; memory: XLA's "
             "compile-time estimate of the step", command=command)

@@ -28,6 +28,7 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
+from experiments import cli
 from experiments.bench import common
 from seqgen_jax.data import builder, catalog, images, multi30k, sentiment, shakespeare, timeseries
 
@@ -132,4 +133,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -22,8 +22,9 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
+from absl import flags
 
+from experiments import cli
 from experiments.bench import common
 from seqgen_jax.nn.parallel_rnn import MinGRU
 from seqgen_jax.nn.rnn import StackedRNN, cudnn_lstm_available
@@ -166,4 +167,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  cli.run(main)

@@ -45,7 +45,7 @@ import seqgen_jax.nn  # noqa: F401  (registers the models)
 from seqgen_jax.data import builder as builder_lib
 from seqgen_jax.data import sentiment
 from seqgen_jax.errors import ConfigError
-from seqgen_jax.nn.transformer import with_encoder_from
+from seqgen_jax.nn.bert import with_encoder_from
 from seqgen_jax.registry import MODELS, TASKS
 from seqgen_jax.tasks import mlm
 from seqgen_jax.tasks.base import Task
