@@ -147,6 +147,27 @@ def test_a_failing_section_is_recorded_and_the_report_still_written(tmp_path, mo
   assert "**Failed**: RuntimeError: no accelerator here" in (tmp_path / "report.md").read_text()
 
 
+def test_denoiser_benches_run_without_diffusers(monkeypatch):
+  """The GPU image may lack diffusers: the JAX side runs from its own init, the peer is
+  reported as unavailable with the reason, and nothing crashes."""
+  import sys
+
+  import jax.numpy as jnp
+
+  from experiments.bench import ddim_sampling, denoiser_train
+
+  monkeypatch.setitem(sys.modules, "diffusers", None)  # import diffusers -> ImportError
+  unet = denoiser_train.build_model("unet", jnp.float32, denoiser_train.TINY_UNET)
+  assert unet.peer is None and unet.peer_reason.startswith("unavailable: ")
+  assert unet.params["conv_in"]["kernel"].shape[-1] == 16  # block_out_channels[0]
+  results, peer = ddim_sampling.measure("dit", batch=2, dtype_name="float32", rounds=1,
+                                        compile_peer=False, arch=denoiser_train.TINY_DIT,
+                                        num_steps=2, log=lambda m: None)
+  assert peer == results["peer_reason"] and peer.startswith("unavailable: ")
+  assert results["jax_images_per_s"] > 0 and "diffusers_images_per_s" not in results
+  assert "max_abs_diff_same_x_T" not in results
+
+
 def test_unknown_section_is_a_usage_error(tmp_path, capsys):
   assert accelerator_report.main(["--out", str(tmp_path), "--sections", "nope"]) == 2
   assert capsys.readouterr().err.startswith("error: unknown section(s) nope;")

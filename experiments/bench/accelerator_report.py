@@ -288,8 +288,8 @@ def run_section(name: str, p: Preset, budget_s: float, command: str) -> dict:
 
 def run_report(out: str, *, quick: bool = False, sections: list[str] | None = None,
                budget_s: float | None = None, command: str | None = None) -> dict:
-  """Runs the sections, writes ``out/results.json`` and ``out/report.md``; returns the
-  results."""
+  """Runs the sections, writing ``out/results.json`` and ``out/report.md`` after each one (a
+  crash keeps what was measured); returns the results."""
   p = quick_preset() if quick else FULL
   names = sections or list(SECTIONS)
   command = command if command is not None else common.command_line()
@@ -297,23 +297,27 @@ def run_report(out: str, *, quick: bool = False, sections: list[str] | None = No
   results = {"schema": REPORT_SCHEMA, "mode": p.name, "dtype": p.dtype,
              "torch_compile": p.torch_compile, "budget_s": total.seconds,
              "sections": {}}
+  os.makedirs(out, exist_ok=True)
   for i, name in enumerate(names):
     # Nominal budgets, scaled down when earlier sections overran the total.
     nominal = [p.sections[n]["budget_s"] for n in names[i:]]
     left = max(0.0, total.seconds - total.elapsed())
     budget = p.sections[name]["budget_s"] * min(1.0, left / sum(nominal))
-    results["sections"][name] = run_section(name, p, budget, command)
-  first = next(iter(results["sections"].values()))
-  results.update({k: first[k] for k in ("date", "command", "git_commit", "device", "host",
-                                        "versions")})
-  results["total_s"] = total.elapsed()
-  os.makedirs(out, exist_ok=True)
-  common.write_json(os.path.join(out, "results.json"), results)
-  md = render_report(results)
-  with atomic_path(os.path.join(out, "report.md")) as tmp, open(tmp, "w") as f:
-    f.write(md)
+    rec = run_section(name, p, budget, command)
+    results["sections"][name] = rec
+    if i == 0:  # the run's device, versions, date, commit and command: those of its records
+      results.update({k: rec[k] for k in ("date", "command", "git_commit", "device", "host",
+                                          "versions")})
+    results["total_s"] = total.elapsed()
+    _write(out, results)
   _log(f"wrote {out}/results.json and {out}/report.md in {results['total_s']:.0f} s")
   return results
+
+
+def _write(out: str, results: dict) -> None:
+  common.write_json(os.path.join(out, "results.json"), results)
+  with atomic_path(os.path.join(out, "report.md")) as tmp, open(tmp, "w") as f:
+    f.write(render_report(results))
 
 
 def render_report(results: dict) -> str:
