@@ -19,6 +19,7 @@ the peer is reported as unavailable with the reason. ``--out`` writes the JSON r
   python -m experiments.bench.ddim_sampling                     # CPU-sized: batch 4, float32
   python -m experiments.bench.ddim_sampling --batch 256 --dtype bfloat16   # a GPU
   python -m experiments.bench.ddim_sampling --model dit --batch 4
+  python -m experiments.bench.ddim_sampling --model unet --tiny --steps 5 --no-compile  # smoke
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.bench import common
-from experiments.bench.denoiser_train import build_model
+from experiments.bench.denoiser_train import ARCHS, TINY_DIT, TINY_UNET, build_model
 from seqgen_jax.diffusion import samplers, schedules
 
 NUM_STEPS = 50
@@ -158,8 +159,6 @@ def record(model_name: str, results: dict, peer: str | None, *, batch: int, dtyp
            arch: dict | None = None, num_steps: int = NUM_STEPS,
            command: str | None = None) -> dict:
   """The benchmark's JSON record (experiments/bench/common.py's schema)."""
-  from experiments.bench.denoiser_train import ARCHS
-
   return common.bench_record(
       f"ddim_sampling_{model_name}",
       shapes={"model": model_name, "batch": batch, "dtype": dtype_name, "steps": num_steps,
@@ -179,18 +178,21 @@ def main() -> None:
   ap.add_argument("--steps", type=int, default=NUM_STEPS, help="DDIM steps")
   ap.add_argument("--no-compile", action="store_true", help="skip torch.compile on the peer")
   ap.add_argument("--no-peer", action="store_true")
+  ap.add_argument("--tiny", action="store_true",
+                  help="a tiny layout of the same network (a CPU smoke run, not a measurement)")
   ap.add_argument("--out", default="", help="FILE.json, or a folder for ddim_sampling_MODEL.json")
   args = ap.parse_args()
+  arch = {"unet": TINY_UNET, "dit": TINY_DIT}[args.model] if args.tiny else None
   results, peer = measure(args.model, batch=args.batch, dtype_name=args.dtype,
                           rounds=args.rounds, compile_peer=not args.no_compile,
-                          with_peer=not args.no_peer, num_steps=args.steps,
+                          with_peer=not args.no_peer, num_steps=args.steps, arch=arch,
                           log=lambda m: print(m, flush=True))
   print(json.dumps({"model": args.model, "batch": args.batch, "dtype": args.dtype,
                     "device": jax.devices()[0].device_kind, **results}, indent=2))
   path = common.out_path(args.out, f"ddim_sampling_{args.model}")
   if path:
     common.write_json(path, record(args.model, results, peer, batch=args.batch,
-                                   dtype_name=args.dtype, num_steps=args.steps))
+                                   dtype_name=args.dtype, num_steps=args.steps, arch=arch))
     print(f"wrote {path}")
 
 

@@ -22,6 +22,7 @@ reason. ``--out`` writes the JSON record (experiments/bench/common.py).
 Run (CPU here; on a GPU use --batch 128 --dtype bfloat16):
   python -m experiments.bench.denoiser_train --model unet --batch 8 --dtype float32
   python -m experiments.bench.denoiser_train --model dit --batch 8 --dtype float32
+  python -m experiments.bench.denoiser_train --model unet --tiny --batch 2 --no-compile  # smoke
   python -m experiments.bench.denoiser_train --model unet --batch 128 --dtype bfloat16 \
       --out=/tmp/bench                                   # a GPU
 """
@@ -282,17 +283,21 @@ def main() -> None:
   ap.add_argument("--rounds", type=int, default=5)
   ap.add_argument("--no-compile", action="store_true", help="skip torch.compile on the peer")
   ap.add_argument("--no-peer", action="store_true")
+  ap.add_argument("--tiny", action="store_true",
+                  help="a tiny layout of the same network (a CPU smoke run, not a measurement)")
   ap.add_argument("--out", default="", help="FILE.json, or a folder for denoiser_train_MODEL.json")
   args = ap.parse_args()
+  arch = {"unet": TINY_UNET, "dit": TINY_DIT}[args.model] if args.tiny else None
   results, peer = measure(args.model, batch=args.batch, dtype_name=args.dtype, steps=args.steps,
                           rounds=args.rounds, compile_peer=not args.no_compile,
-                          with_peer=not args.no_peer, log=lambda m: print(m, flush=True))
+                          with_peer=not args.no_peer, arch=arch,
+                          log=lambda m: print(m, flush=True))
   print(json.dumps({"model": args.model, "batch": args.batch, "dtype": args.dtype,
                     "device": jax.devices()[0].device_kind, **results}, indent=1))
   path = common.out_path(args.out, f"denoiser_train_{args.model}")
   if path:
     common.write_json(path, record(args.model, results, peer, batch=args.batch,
-                                   dtype_name=args.dtype, steps=args.steps))
+                                   dtype_name=args.dtype, steps=args.steps, arch=arch))
     print(f"wrote {path}")
 
 
