@@ -35,13 +35,13 @@ bf16 TFLOP/s; steps assumed at ~40% of it, compilation from typical XLA / induct
   section              timed work                                          compile      budget
   gpt2_train_step      7.0 TFLOP a step (8192 tokens x 855 MFLOP): ~18 ms,  JAX ~40 s,    100 s
                        25 steps a side; matmul peak 8192^3: ~5 s            inductor ~50 s
-  attention_tflops     0.24 .. 1.9 TFLOP a call (15 TFLOP a sweep of the     24 x ~2 s     75 s
+  attention_tflops     0.24 .. 1.9 TFLOP a call (7.2 TFLOP a sweep of the    24 x ~2 s     75 s
                        4 lengths and 2 heads), 12 calls each of 4 backends
   rnn_bench            1.6 TFLOP a call; the scan is latency-bound (~50 ms)  ~10 s         20 s
   denoiser_train_unet  128 x ~36 GFLOP = 4.6 TFLOP a step: ~25 ms, 27 a side ~40 + ~40 s    85 s
   denoiser_train_dit   128 x ~138 GFLOP = 18 TFLOP a step: ~50 ms, 27 a side ~30 + ~40 s    75 s
   ddim_sampling_dit    50 x 64 x 46 GFLOP = 147 TFLOP a run: ~0.4 s, 4 a side ~30 + ~30 s    55 s
-  showdown_scaling     9 points, 5 steps each (a GPT step at T=2k: 6 TFLOP)  9 x ~4 s      40 s
+  showdown_scaling     9 points, 5 steps each (a GPT step at T=2k: 8 TFLOP)  9 x ~4 s      40 s
 
 450 s of sections plus start-up and writing: within 8 minutes on one H100 / H200. JAX gets at
 most 60% of the GPU's memory, allocated on demand (XLA_PYTHON_CLIENT_MEM_FRACTION=0.6,
