@@ -23,11 +23,11 @@ import numpy as np
 
 from seqgen_jax.data import images
 from seqgen_jax.data.builder import DataOptions
+from seqgen_jax.dtypes import compute_dtype_from_name
 from seqgen_jax.errors import ConfigError
 from seqgen_jax.nn import autoencoder as ae
 from seqgen_jax.registry import TASKS
 from seqgen_jax.tasks.base import Task
-from seqgen_jax.train.step import compute_dtype_from_name
 
 AE_FIELDS = ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "z_channels", "norm_groups")
 

@@ -44,13 +44,13 @@ import optax
 import seqgen_jax.nn  # noqa: F401  (registers the models)
 from seqgen_jax.data import builder as builder_lib
 from seqgen_jax.data import sentiment
+from seqgen_jax.dtypes import compute_dtype_from_name
 from seqgen_jax.errors import ConfigError
 from seqgen_jax.nn.transformer import with_encoder_from
 from seqgen_jax.registry import MODELS, TASKS
 from seqgen_jax.tasks import mlm
 from seqgen_jax.tasks.base import Task
 from seqgen_jax.tasks.whole_split import split_sums
-from seqgen_jax.train.step import compute_dtype_from_name
 
 
 class HFTokenizer:

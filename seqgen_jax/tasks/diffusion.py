@@ -63,13 +63,13 @@ from seqgen_jax.data import captions, images
 from seqgen_jax.data.builder import DataOptions
 from seqgen_jax.data.pipeline import StepSource
 from seqgen_jax.diffusion import likelihood, process, samplers, schedules, sde
+from seqgen_jax.dtypes import compute_dtype_from_name
 from seqgen_jax.errors import ConfigError
 from seqgen_jax.nn import autoencoder as ae
 from seqgen_jax.registry import MODELS, TASKS
 from seqgen_jax.tasks import pretrained
 from seqgen_jax.tasks.autoencoder import build_autoencoder, image_grid, to_model_range, to_uint8
 from seqgen_jax.tasks.base import Task
-from seqgen_jax.train.step import compute_dtype_from_name
 
 COND_KINDS = ("none", "label", "text")
 EVAL_KEY = 20_231_123  # eval noise / timesteps are fixed, so evals of one run are comparable

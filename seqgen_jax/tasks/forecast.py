@@ -29,10 +29,10 @@ import ml_collections
 import seqgen_jax.nn  # noqa: F401  (registers the models)
 from seqgen_jax.data import builder as builder_lib
 from seqgen_jax.data import timeseries
+from seqgen_jax.dtypes import compute_dtype_from_name
 from seqgen_jax.registry import MODELS, TASKS
 from seqgen_jax.tasks.base import Task
 from seqgen_jax.tasks.whole_split import split_sums
-from seqgen_jax.train.step import compute_dtype_from_name
 
 
 def error_sums(pred_BHF: jax.Array, y_BHF: jax.Array, w_B: jax.Array) -> dict[str, jax.Array]:

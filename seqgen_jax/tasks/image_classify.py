@@ -37,11 +37,11 @@ import numpy as np
 import seqgen_jax.nn  # noqa: F401  (registers the models)
 from seqgen_jax.data import images
 from seqgen_jax.data.builder import DataOptions
+from seqgen_jax.dtypes import compute_dtype_from_name
 from seqgen_jax.errors import ConfigError
 from seqgen_jax.registry import MODELS, TASKS
 from seqgen_jax.tasks.base import Task
 from seqgen_jax.train import sharding as sharding_lib
-from seqgen_jax.train.step import compute_dtype_from_name
 
 AUGMENTATIONS = ("none", "crop", "flip", "crop_flip")
 ASSET_FILE = "image_classifier.json"  # what a later user of the checkpoint needs (fid.py)

@@ -45,12 +45,12 @@ import seqgen_jax.nn  # noqa: F401  (registers the models)
 from seqgen_jax.data import builder as builder_lib
 from seqgen_jax.data import pipeline, sentiment
 from seqgen_jax.data.tokenizers import SPECIALS, WordTokenizer, load_tokenizer
+from seqgen_jax.dtypes import compute_dtype_from_name
 from seqgen_jax.errors import ConfigError
 from seqgen_jax.registry import MODELS, TASKS
 from seqgen_jax.tasks.base import Task
 from seqgen_jax.tasks.lm import token_nll_and_correct
 from seqgen_jax.tasks.whole_split import split_sums
-from seqgen_jax.train.step import compute_dtype_from_name
 
 MASK_WORD = "<mask>"
 CORPORA = ("sst2", "sst2+rt_polarity")

@@ -42,10 +42,10 @@ from seqgen_jax import decoding
 from seqgen_jax.data import builder as builder_lib
 from seqgen_jax.data import multi30k
 from seqgen_jax.data.builder import DataOptions
+from seqgen_jax.dtypes import compute_dtype_from_name
 from seqgen_jax.errors import ConfigError
 from seqgen_jax.registry import MODELS, TASKS
 from seqgen_jax.tasks.base import Task
-from seqgen_jax.train.step import compute_dtype_from_name
 
 DIRECTIONS = {"de-en": ("de", "en"), "en-de": ("en", "de")}
 SPLITS = {"valid": "validation", "test_2016": "test"}  # config name -> Multi30k builder split
