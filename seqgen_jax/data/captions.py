@@ -4,9 +4,10 @@ For text-to-image at small scale: each training image's label becomes one of a f
 captions ("a handwritten seven", "a photo of a ship", "a blurry photo of the ship", ...), chosen
 at random per example so the text encoder sees more than one string per class. The vocabulary is
 every word of every caption of the supported datasets (plus PAD, BOS, UNK), built
-deterministically, so no file is downloaded or saved. Token-id conventions match
-``seqgen_jax.nn.text_encoder``: 0 = PAD, 1 = BOS (first token of every caption), 2 = UNK; the null
-caption of classifier-free guidance is [BOS] alone.
+deterministically, so no file is downloaded or saved. Token ids are those of
+``seqgen_jax.caption_ids``, which the text encoder (``seqgen_jax.nn.text_encoder``) reads too:
+0 = PAD, 1 = BOS (first token of every caption), 2 = UNK; the null caption of classifier-free
+guidance is [BOS] alone.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from seqgen_jax.caption_ids import BOS_ID, PAD_ID, UNK_ID
 from seqgen_jax.errors import ConfigError
-from seqgen_jax.nn.text_encoder import BOS_ID, PAD_ID
 
-UNK_ID = 2
 SPECIALS = ("<pad>", "<bos>", "<unk>")
 
 # Class names in label order (MNIST digits; Fashion-MNIST and CIFAR-10 as their dataset cards,
