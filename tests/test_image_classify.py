@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from conftest import apply_overrides
 
+from seqgen_jax.data.image_ops import CLASSIFIER_ASSET_FILE
 from seqgen_jax.errors import ConfigError, DataError
 from seqgen_jax.eval import fid
 from seqgen_jax.nn.resnet import build_resnet
@@ -188,7 +189,7 @@ def test_training_run_learns_and_evaluates_the_whole_test_split(run):
   final = json.loads((run / "final_metrics.json").read_text())
   assert final["test_examples"] == SUBSET  # every test example exactly once
   assert final["test_accuracy"] > 0.2  # 100 steps on 512 images; chance is 0.1
-  info = json.loads((run / image_classify.ASSET_FILE).read_text())
+  info = json.loads((run / CLASSIFIER_ASSET_FILE).read_text())
   assert info["dataset"] == "mnist" and info["image_shape"] == [28, 28, 1]
 
 

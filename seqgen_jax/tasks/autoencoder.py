@@ -14,8 +14,6 @@ Axis key: B batch, H height, W width, C channels.
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -23,6 +21,7 @@ import numpy as np
 
 from seqgen_jax.data import images
 from seqgen_jax.data.builder import DataOptions
+from seqgen_jax.data.image_ops import image_grid, to_model_range, to_uint8
 from seqgen_jax.dtypes import compute_dtype_from_name
 from seqgen_jax.errors import ConfigError
 from seqgen_jax.nn import autoencoder as ae
@@ -30,29 +29,6 @@ from seqgen_jax.registry import TASKS
 from seqgen_jax.tasks.base import Task
 
 AE_FIELDS = ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "z_channels", "norm_groups")
-
-
-def to_model_range(image_BHWC: jax.Array) -> jax.Array:
-  """uint8 pixels -> float32 in [-1, 1]."""
-  return image_BHWC.astype(jnp.float32) / 127.5 - 1.0
-
-
-def to_uint8(x_BHWC: jax.Array | np.ndarray) -> np.ndarray:
-  """[-1, 1] floats -> uint8 pixels (clipped, rounded)."""
-  x = np.asarray(x_BHWC, np.float32)
-  return np.clip(np.round((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
-def image_grid(images_NHWC: np.ndarray, cols: int, pad: int = 1) -> np.ndarray:
-  """uint8 [N, H, W, C] -> one uint8 [rows*(H+pad)+pad, cols*(W+pad)+pad, C] grid image."""
-  n, h, w, c = images_NHWC.shape
-  rows = math.ceil(n / cols)
-  grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, np.uint8)
-  for i in range(n):
-    r, q = divmod(i, cols)
-    grid[pad + r * (h + pad):pad + r * (h + pad) + h,
-         pad + q * (w + pad):pad + q * (w + pad) + w] = images_NHWC[i]
-  return grid
 
 
 def build_autoencoder(cfg: ml_collections.ConfigDict, in_channels: int,

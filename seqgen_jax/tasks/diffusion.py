@@ -61,6 +61,7 @@ import seqgen_jax.nn  # noqa: F401  (registers the models)
 from seqgen_jax import fileio
 from seqgen_jax.data import captions, images
 from seqgen_jax.data.builder import DataOptions
+from seqgen_jax.data.image_ops import area_downsample, image_grid, to_model_range, to_uint8
 from seqgen_jax.data.pipeline import StepSource
 from seqgen_jax.diffusion import likelihood, process, samplers, schedules, sde
 from seqgen_jax.dtypes import compute_dtype_from_name
@@ -68,22 +69,12 @@ from seqgen_jax.errors import ConfigError
 from seqgen_jax.nn import autoencoder as ae
 from seqgen_jax.registry import MODELS, TASKS
 from seqgen_jax.tasks import pretrained
-from seqgen_jax.tasks.autoencoder import build_autoencoder, image_grid, to_model_range, to_uint8
+from seqgen_jax.tasks.autoencoder import build_autoencoder
 from seqgen_jax.tasks.base import Task
 
 COND_KINDS = ("none", "label", "text")
 EVAL_KEY = 20_231_123  # eval noise / timesteps are fixed, so evals of one run are comparable
 SCALE_BATCHES = 4  # training batches whose latents give the latent scale factor
-
-
-def area_downsample(x_BHWC: jax.Array, size: int) -> jax.Array:
-  """Mean over non-overlapping f x f blocks (f = H / size; H and W divisible by f)."""
-  b, h, w, c = x_BHWC.shape
-  if h % size or w % size or h // size != w // size:
-    raise ConfigError(f"cannot area-downsample {h}x{w} images to {size}x{size}; "
-                      "the size must divide both sides by the same factor")
-  f = h // size
-  return x_BHWC.reshape(b, size, f, size, f, c).mean(axis=(2, 4))
 
 
 def continuous_vp(schedule: schedules.DiscreteSchedule) -> sde.VPSDE:
