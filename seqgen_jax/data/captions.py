@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from seqgen_jax.caption_ids import BOS_ID, PAD_ID, UNK_ID
+from seqgen_jax.data.pipeline import Batch, StepSource
 from seqgen_jax.errors import ConfigError
 
 SPECIALS = ("<pad>", "<bos>", "<unk>")
@@ -128,3 +129,20 @@ class CaptionBuilder:
   def null_tokens(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """The empty caption (BOS only) in this tokenizer's padded shape, for label dropout / CFG."""
     return self.tokenizer.encode_batch([""] * batch_size)
+
+
+class CaptionSource:
+  """Wraps an image StepSource: adds ``text_tokens`` / ``text_mask``, random captions of the
+  labels drawn from (seed, batch index, first row), so a batch is still a pure function of its
+  index."""
+
+  def __init__(self, source: StepSource, builder: CaptionBuilder, seed: int):
+    self.source, self.builder, self.seed = source, builder, seed
+    self.global_batch_size = source.global_batch_size
+
+  def batch(self, index: int, rows: slice) -> Batch:
+    """The wrapped source's rows ``rows`` of batch ``index`` with their captions."""
+    b = dict(self.source.batch(index, rows))
+    rng = np.random.default_rng([self.seed, index, rows.start or 0])
+    b["text_tokens"], b["text_mask"] = self.builder.tokens(b["label"], rng)
+    return b

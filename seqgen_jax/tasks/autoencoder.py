@@ -26,7 +26,7 @@ from seqgen_jax.dtypes import compute_dtype_from_name
 from seqgen_jax.errors import ConfigError
 from seqgen_jax.nn import autoencoder as ae
 from seqgen_jax.registry import TASKS
-from seqgen_jax.tasks.base import Task
+from seqgen_jax.train.task import Task
 
 AE_FIELDS = ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "z_channels", "norm_groups")
 

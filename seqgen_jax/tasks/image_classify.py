@@ -33,7 +33,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 import seqgen_jax.nn  # noqa: F401  (registers the models)
 from seqgen_jax.data import images
@@ -42,8 +41,7 @@ from seqgen_jax.data.image_ops import CLASSIFIER_ASSET_FILE, to_model_range
 from seqgen_jax.dtypes import compute_dtype_from_name
 from seqgen_jax.errors import ConfigError
 from seqgen_jax.registry import MODELS, TASKS
-from seqgen_jax.tasks.base import Task
-from seqgen_jax.train import sharding as sharding_lib
+from seqgen_jax.train.task import Task
 
 AUGMENTATIONS = ("none", "crop", "flip", "crop_flip")
 _AUGMENT_SALT = 0xA06  # separates the augmentation draws from the dropout RNG
@@ -150,18 +148,10 @@ class ImageClassifyTask(Task):
     full = self.data.eval_batches
     return self.data.eval, (min(n, full) if n else full)
 
-  def final_eval(self, params, rng):
+  def final_eval(self, params, rng, evaluator):
     """Loss and accuracy over every example of the eval split (``test`` by default)."""
     del rng
-    mesh = sharding_lib.make_mesh(self.config.get("mesh", {}).get("fsdp", 1))
-    rows = slice(*sharding_lib.process_batch_rows(mesh, self.eval_batch_size))
-    eval_fn = jax.jit(self.eval_step, out_shardings=sharding_lib.replicated(mesh))
-    totals = None
-    for i in range(self.data.eval_batches):
-      batch = sharding_lib.make_global_batch(self.data.eval.batch(i, rows), mesh)
-      sums = eval_fn(params, batch)
-      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    sums = jax.tree.map(np.asarray, jax.device_get(totals))
+    sums = evaluator.sums(self.eval_step, params, self.data.eval, self.data.eval_batches)
     metrics = self.finalize_eval(sums)
     s = self.eval_split
     return {f"{s}_accuracy": metrics["accuracy"], f"{s}_loss": metrics["loss"],

@@ -45,8 +45,8 @@ from seqgen_jax.data.pipeline import Batch, StepSource
 from seqgen_jax.dtypes import compute_dtype_from_name
 from seqgen_jax.errors import ConfigError
 from seqgen_jax.registry import MODELS, TASKS
-from seqgen_jax.tasks.base import Task
 from seqgen_jax.tasks.lm import EVAL_SEED_OFFSET, LM_DATASETS
+from seqgen_jax.train.task import Task
 
 LogitsFn = Callable[[jax.Array], jax.Array]  # z_BT (with mask tokens) -> logits_BTV
 

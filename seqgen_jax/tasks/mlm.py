@@ -48,9 +48,8 @@ from seqgen_jax.data.tokenizers import SPECIALS, WordTokenizer, load_tokenizer
 from seqgen_jax.dtypes import compute_dtype_from_name
 from seqgen_jax.errors import ConfigError
 from seqgen_jax.registry import MODELS, TASKS
-from seqgen_jax.tasks.base import Task
 from seqgen_jax.tasks.lm import token_nll_and_correct
-from seqgen_jax.tasks.whole_split import split_sums
+from seqgen_jax.train.task import Task
 
 MASK_WORD = "<mask>"
 CORPORA = ("sst2", "sst2+rt_polarity")
@@ -257,10 +256,10 @@ class MaskedLMTask(Task):
       np.add.at(counts, self.tokenizer.words.encode(s), 1)
     return np.log(counts / counts.sum())
 
-  def final_eval(self, params, rng):
+  def final_eval(self, params, rng, evaluator):
     del rng
     out = {f"dev_{k}": v for k, v in self.finalize_eval(
-        split_sums(jax.jit(self.eval_step), params, self.eval)).items()}
+        evaluator.sums(self.eval_step, params, self.eval)).items()}
     logp_V = self.unigram_log_probs()
     nll = correct = tokens = 0.0
     for i in range(self.eval.num_batches):

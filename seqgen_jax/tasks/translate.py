@@ -45,7 +45,7 @@ from seqgen_jax.data.builder import DataOptions
 from seqgen_jax.dtypes import compute_dtype_from_name
 from seqgen_jax.errors import ConfigError
 from seqgen_jax.registry import MODELS, TASKS
-from seqgen_jax.tasks.base import Task
+from seqgen_jax.train.task import Task
 
 DIRECTIONS = {"de-en": ("de", "en"), "en-de": ("en", "de")}
 SPLITS = {"valid": "validation", "test_2016": "test"}  # config name -> Multi30k builder split
@@ -223,8 +223,8 @@ class TranslationTask(Task):
         self.builder, batch_size=self.decode_bs, eval_batch_size=self.decode_bs,
         eval_split=SPLITS[self.final_split], tokenizer=self.tokenizer, **self.data_kw)
 
-  def final_eval(self, params, rng):
-    del rng
+  def final_eval(self, params, rng, evaluator):
+    del rng, evaluator  # decodes with its own compiled decoders
     data = self.final_data()
     decoders = {"greedy": 0, f"beam{self.beam_size}": self.beam_size}
     out = {}
