@@ -73,6 +73,7 @@ class WordTokenizer:
 
   @property
   def vocab_size(self) -> int:
+    """Number of ids, the three specials included."""
     return len(self.vocab)
 
   def encode(self, text: str) -> tuple[np.ndarray, np.ndarray]:
@@ -91,6 +92,7 @@ class WordTokenizer:
     return np.stack(ids), np.stack(masks)
 
   def decode(self, ids: Sequence[int]) -> str:
+    """The words of ``ids`` joined by spaces (PAD and BOS dropped)."""
     return " ".join(self.vocab[i] for i in ids if i not in (PAD_ID, BOS_ID))
 
 
@@ -114,6 +116,7 @@ class CaptionBuilder:
 
   @property
   def num_classes(self) -> int:
+    """Number of labels of the dataset."""
     return len(LABEL_NAMES[self.dataset])
 
   def captions(self, labels: np.ndarray, rng: np.random.Generator) -> list[str]:

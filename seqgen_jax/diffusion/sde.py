@@ -61,6 +61,7 @@ class VPSDE:
   T: float = 1.0
 
   def beta(self, t: jax.Array) -> jax.Array:
+    """beta(t) = beta_min + t (beta_max - beta_min)."""
     return self.beta_min + t * (self.beta_max - self.beta_min)
 
   def sde(self, x: jax.Array, t_B: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -74,6 +75,7 @@ class VPSDE:
     return jnp.exp(log_alpha), jnp.sqrt(-jnp.expm1(2.0 * log_alpha))
 
   def prior_sample(self, rng: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """x_T ~ N(0, I)."""
     return jax.random.normal(rng, shape, jnp.float32)
 
   def prior_logp(self, z: jax.Array) -> jax.Array:
@@ -106,6 +108,7 @@ class VESDE:
   T: float = 1.0
 
   def sigma(self, t: jax.Array) -> jax.Array:
+    """sigma(t) = sigma_min (sigma_max / sigma_min)^t."""
     return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
 
   def sde(self, x: jax.Array, t_B: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -118,6 +121,7 @@ class VESDE:
     return jnp.ones_like(t), self.sigma(t)
 
   def prior_sample(self, rng: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """x_T ~ N(0, sigma_max^2 I)."""
     return self.sigma_max * jax.random.normal(rng, shape, jnp.float32)
 
   def prior_logp(self, z: jax.Array) -> jax.Array:
@@ -136,6 +140,7 @@ class VESDE:
     return jnp.zeros_like(x), jnp.sqrt(sig**2 - prev**2)
 
   def langevin_scale(self, t_B: jax.Array) -> jax.Array:
+    """1: VE's Langevin step has no extra factor."""
     return jnp.ones_like(t_B)
 
 
@@ -156,6 +161,7 @@ def make_sde(name: str, **kwargs: Any) -> VPSDE | VESDE:
 
 
 def check_sde_prediction(prediction: str) -> str:
+  """``prediction`` if an SDE model can predict it (score, eps, x0, v); else ConfigError."""
   if prediction not in SDE_PREDICTIONS:
     raise ConfigError(f"unknown prediction type '{prediction}' for an SDE model; choose one of: "
                       f"{', '.join(SDE_PREDICTIONS)}")

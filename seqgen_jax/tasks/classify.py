@@ -68,10 +68,12 @@ class HFTokenizer:
     self.vocab_size = len(self.hf)
 
   def encode(self, text: str) -> np.ndarray:
+    """int32 ids of ``text`` as the checkpoint's tokenizer makes them, cut at ``max_len``."""
     return np.asarray(self.hf(text, truncation=True, max_length=self.max_len)["input_ids"],
                       np.int32)
 
   def save(self, path: str) -> None:
+    """Writes the Hugging Face tokenizer files to ``hf_tokenizer/`` beside ``path``."""
     self.hf.save_pretrained(os.path.join(os.path.dirname(path), "hf_tokenizer"))
 
 

@@ -34,7 +34,8 @@ samples is kept there, so a stopped evaluation resumes, and ``eval.fid_sample_sh
 makes only every k-th batch, for k processes to share one evaluation (seqgen_jax/eval/
 fid_samples.py).
 
-Axis key: B batch, N samples, H height, W width, C channels, S text positions, T timesteps.
+Axis key: B batch, N samples, H height, W width, C channels (h, w: a super-resolution model's
+low-res input), S text positions, T timesteps, K t-buckets of the eval.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from seqgen_jax.tasks import pretrained
 from seqgen_jax.tasks.autoencoder import build_autoencoder
 from seqgen_jax.train.task import Task
 
+PyTree = Any
 COND_KINDS = ("none", "label", "text")
 EVAL_KEY = 20_231_123  # eval noise / timesteps are fixed, so evals of one run are comparable
 SCALE_BATCHES = 4  # training batches whose latents give the latent scale factor
@@ -180,16 +182,19 @@ class DiffusionTask(Task):
 
   def _pixels(self, image_BHWC: jax.Array) -> jax.Array:
     """uint8 images -> [-1, 1] at ``data.image_size``."""
-    x = to_model_range(image_BHWC)
-    return x if x.shape[1] == self.image_size else area_downsample(x, self.image_size)
+    x_BHWC = to_model_range(image_BHWC)
+    return (x_BHWC if x_BHWC.shape[1] == self.image_size
+            else area_downsample(x_BHWC, self.image_size))
 
   def _encode(self, x_BHWC: jax.Array, rng: jax.Array | None) -> jax.Array:
     """Pixels -> what the denoiser models (scaled latents in latent mode)."""
     if not self.latent_dir:
       return x_BHWC
-    mean, logvar = self.ae_model.apply({"params": self.ae_params}, x_BHWC, method="encode")
-    z = mean if rng is None else ae.sample_posterior(rng, mean, logvar)
-    return z * self.latent_scale
+    mean_BHWC, logvar_BHWC = self.ae_model.apply({"params": self.ae_params}, x_BHWC,
+                                                 method="encode")
+    z_BHWC = (mean_BHWC if rng is None
+              else ae.sample_posterior(rng, mean_BHWC, logvar_BHWC))
+    return z_BHWC * self.latent_scale
 
   def decode(self, z_BHWC: jax.Array) -> jax.Array:
     """What the denoiser models -> pixels in [-1, 1] (identity in pixel space)."""
@@ -200,11 +205,12 @@ class DiffusionTask(Task):
 
   def _low_res_cond(self, x_BHWC: jax.Array, aug_t_B: jax.Array, rng: jax.Array) -> dict:
     """SR conditioning: the low-res image noised to level aug_t (the augmentation)."""
-    low = area_downsample(x_BHWC, self.low_res_size) if x_BHWC.shape[1] != self.low_res_size \
-        else x_BHWC
-    alpha, sigma = self.schedule.alpha_sigma(aug_t_B)
-    noise = jax.random.normal(rng, low.shape, jnp.float32)
-    return {"low_res": process.q_sample(low, noise, alpha, sigma), "low_res_t": aug_t_B}
+    low_BhwC = (area_downsample(x_BHWC, self.low_res_size)
+                if x_BHWC.shape[1] != self.low_res_size else x_BHWC)
+    alpha_B, sigma_B = self.schedule.alpha_sigma(aug_t_B)
+    noise_BhwC = jax.random.normal(rng, low_BhwC.shape, jnp.float32)
+    return {"low_res": process.q_sample(low_BhwC, noise_BhwC, alpha_B, sigma_B),
+            "low_res_t": aug_t_B}
 
   def _cond(self, batch: dict, x_BHWC: jax.Array, rng: jax.Array | None, *,
             aug_t_B: jax.Array | None = None) -> dict:
@@ -230,13 +236,14 @@ class DiffusionTask(Task):
     rngs = {"dropout": rng} if rng is not None else None
     return self.model.apply({"params": params}, x_BHWC, t_B, cond=cond, train=train, rngs=rngs)
 
-  def _terms(self, params, z_BHWC, t_B, noise, cond, *, train=False, rng=None):
+  def _terms(self, params, z_BHWC, t_B, noise_BHWC, cond, *, train=False, rng=None):
     """(weighted loss [B], raw MSE on the model's target [B]) at timesteps t_B."""
-    alpha, sigma = self.schedule.alpha_sigma(t_B)
-    x_t = process.q_sample(z_BHWC, noise, alpha, sigma)
-    pred = self._apply(params, x_t, t_B, cond, train=train, rng=rng).astype(jnp.float32)
-    tgt = process.target(self.prediction, z_BHWC, noise, alpha, sigma)
-    mse_B = jnp.mean(jnp.square(pred - tgt).reshape(z_BHWC.shape[0], -1), axis=-1)
+    alpha_B, sigma_B = self.schedule.alpha_sigma(t_B)
+    zt_BHWC = process.q_sample(z_BHWC, noise_BHWC, alpha_B, sigma_B)
+    pred_BHWC = self._apply(params, zt_BHWC, t_B, cond, train=train, rng=rng).astype(
+        jnp.float32)
+    target_BHWC = process.target(self.prediction, z_BHWC, noise_BHWC, alpha_B, sigma_B)
+    mse_B = jnp.mean(jnp.square(pred_BHWC - target_BHWC).reshape(z_BHWC.shape[0], -1), axis=-1)
     w_B = process.loss_weight(self.weighting, self.prediction, self.schedule.snr(t_B),
                               self.gamma)
     return w_B * mse_B, mse_B
@@ -244,25 +251,25 @@ class DiffusionTask(Task):
   # ---------------------------------------------------------------- Task interface
 
   def init_params(self, rng):
-    x = jnp.zeros((1, *self.model_shape), jnp.float32)
+    z_BHWC = jnp.zeros((1, *self.model_shape), jnp.float32)
     batch = {"label": jnp.zeros((1,), jnp.int32)}
     if self.cond_kind == "text":
       tok, mask = self.captions.null_tokens(1)
       batch.update(text_tokens=jnp.asarray(tok), text_mask=jnp.asarray(mask))
     cond = self._cond(batch, jnp.zeros((1, *self.pixel_shape)), None,
                       aug_t_B=jnp.zeros((1,), jnp.int32))
-    return self.model.init({"params": rng}, x, jnp.zeros((1,), jnp.int32), cond=cond,
+    return self.model.init({"params": rng}, z_BHWC, jnp.zeros((1,), jnp.int32), cond=cond,
                            train=False)["params"]
 
   def loss_fn(self, params, batch, rng):
     k_enc, k_cond, k_t, k_noise, k_drop = jax.random.split(rng, 5)
-    x = self._pixels(batch["image"])
-    z = self._encode(x, k_enc)
-    cond = self._cond(batch, x, k_cond)
-    b = z.shape[0]
+    x_BHWC = self._pixels(batch["image"])
+    z_BHWC = self._encode(x_BHWC, k_enc)
+    cond = self._cond(batch, x_BHWC, k_cond)
+    b = z_BHWC.shape[0]
     t_B = jax.random.randint(k_t, (b,), 0, self.T)
-    noise = jax.random.normal(k_noise, z.shape, jnp.float32)
-    loss_B, mse_B = self._terms(params, z, t_B, noise, cond, train=True, rng=k_drop)
+    noise_BHWC = jax.random.normal(k_noise, z_BHWC.shape, jnp.float32)
+    loss_B, mse_B = self._terms(params, z_BHWC, t_B, noise_BHWC, cond, train=True, rng=k_drop)
     w_B = batch["weight"]
     total = jnp.maximum(jnp.sum(w_B), 1e-9)
     return jnp.sum(loss_B * w_B) / total, {"mse": jnp.sum(mse_B * w_B) / total,
@@ -272,15 +279,16 @@ class DiffusionTask(Task):
     return int(self.eval_cfg.get("t_buckets", 4) or 0)
 
   def eval_step(self, params, batch):
-    x = self._pixels(batch["image"])
-    z = self._encode(x, None)
-    b = z.shape[0]
+    x_BHWC = self._pixels(batch["image"])
+    z_BHWC = self._encode(x_BHWC, None)
+    b = z_BHWC.shape[0]
     key = jax.random.PRNGKey(EVAL_KEY)
     # Stratified timesteps: each eval batch covers [0, T) evenly.
     t_B = (jnp.arange(b) * self.T // b).astype(jnp.int32)
-    noise = jax.random.normal(key, z.shape, jnp.float32)
-    cond = self._cond(batch, x, None, aug_t_B=jnp.full((b,), self.sample_aug_t, jnp.int32))
-    loss_B, mse_B = self._terms(params, z, t_B, noise, cond)
+    noise_BHWC = jax.random.normal(key, z_BHWC.shape, jnp.float32)
+    cond = self._cond(batch, x_BHWC, None,
+                      aug_t_B=jnp.full((b,), self.sample_aug_t, jnp.int32))
+    loss_B, mse_B = self._terms(params, z_BHWC, t_B, noise_BHWC, cond)
     w_B = batch["weight"]
     out = {"loss": jnp.sum(loss_B * w_B), "mse": jnp.sum(mse_B * w_B), "count": jnp.sum(w_B)}
     nb = self._num_buckets()
@@ -342,7 +350,7 @@ class DiffusionTask(Task):
       out["text_mask"] = jnp.broadcast_to(jnp.asarray(mask), cond["text_mask"].shape)
     return out
 
-  def model_fn(self, params, w: float) -> process.ModelFn:
+  def model_fn(self, params: PyTree, w: float) -> process.ModelFn:
     """The denoiser as ``model_fn(x, t, cond)``, classifier-free guided with weight w."""
     base = lambda x, t, c: self._apply(params, x, t, c)
     if w == 0.0 or self.cond_kind == "none":
@@ -373,7 +381,7 @@ class DiffusionTask(Task):
       self._jit_cache[key] = jax.jit(run)
     return self._jit_cache[key]
 
-  def generate(self, params, rng: jax.Array, cond: dict, num: int, *, sampler: str = "ddim",
+  def generate(self, params: PyTree, rng: jax.Array, cond: dict, num: int, *, sampler: str = "ddim",
                num_steps: int = 50, guidance: float | None = None,
                low_res: jax.Array | None = None) -> jax.Array:
     """``num`` samples in [-1, 1] ([N, H, W, C] pixels) from pure noise.
@@ -399,31 +407,31 @@ class DiffusionTask(Task):
     out: dict[str, Any] = {}
     if self.low_res_size:
       batch = self.data.eval.batch(0, slice(0, per_row))
-      x = self._pixels(jnp.asarray(batch["image"]))
-      low = area_downsample(x, self.low_res_size)
+      x_NHWC = self._pixels(jnp.asarray(batch["image"]))
+      low_NhwC = area_downsample(x_NHWC, self.low_res_size)
       cond = self.label_cond(batch["label"])
-      sr = self.generate(params, rng, cond, per_row, num_steps=steps, low_res=low)
-      up = jax.image.resize(low, x.shape, "nearest")
-      out["sr_lowres_sample_truth"] = image_grid(to_uint8(jnp.concatenate([up, sr, x])),
-                                                 cols=per_row)
+      sr_NHWC = self.generate(params, rng, cond, per_row, num_steps=steps, low_res=low_NhwC)
+      up_NHWC = jax.image.resize(low_NhwC, x_NHWC.shape, "nearest")
+      out["sr_lowres_sample_truth"] = image_grid(
+          to_uint8(jnp.concatenate([up_NHWC, sr_NHWC, x_NHWC])), cols=per_row)
       if self.base is not None:
-        imgs = cascade_sample(self.base, self.base_params, self, params, rng,
+        imgs_NHWC = cascade_sample(self.base, self.base_params, self, params, rng,
                               self.label_cond(labels), self.base.label_cond(labels), len(labels),
                               num_steps=steps)
-        out["cascade_ddim"] = image_grid(to_uint8(imgs), cols=per_row)
+        out["cascade_ddim"] = image_grid(to_uint8(imgs_NHWC), cols=per_row)
       return out
     if self.cond_kind == "none":
-      imgs = self.generate(params, rng, {}, len(labels), num_steps=steps)
-      return {"ddim_samples": image_grid(to_uint8(imgs), cols=per_row)}
-    imgs = self.generate(params, rng, self.label_cond(labels), len(labels), num_steps=steps)
+      imgs_NHWC = self.generate(params, rng, {}, len(labels), num_steps=steps)
+      return {"ddim_samples": image_grid(to_uint8(imgs_NHWC), cols=per_row)}
+    imgs_NHWC = self.generate(params, rng, self.label_cond(labels), len(labels), num_steps=steps)
     name = "text_grid" if self.cond_kind == "text" else "ddim_guided_by_class"
-    out[name] = image_grid(to_uint8(imgs), cols=per_row)
+    out[name] = image_grid(to_uint8(imgs_NHWC), cols=per_row)
     if self.cond_kind == "text":
       prompts = list(self.sample_cfg.get("prompts", ()) or ())
       if prompts:
         reps = [p for p in prompts for _ in range(per_row)]
-        imgs = self.generate(params, rng, self.prompt_cond(reps), len(reps), num_steps=steps)
-        out["text_prompts_grid"] = image_grid(to_uint8(imgs), cols=per_row)
+        imgs_NHWC = self.generate(params, rng, self.prompt_cond(reps), len(reps), num_steps=steps)
+        out["text_prompts_grid"] = image_grid(to_uint8(imgs_NHWC), cols=per_row)
         out["text_prompts"] = "\n".join(f"row {i}: {p}" for i, p in enumerate(prompts))
       else:
         out["text_prompts"] = "\n".join(
@@ -432,7 +440,7 @@ class DiffusionTask(Task):
 
   # ---------------------------------------------------------------- final evaluation
 
-  def generate_images(self, params, rng: jax.Array, labels_N: np.ndarray, sampler: str,
+  def generate_images(self, params: PyTree, rng: jax.Array, labels_N: np.ndarray, sampler: str,
                       num_steps: int, guidance: float | None = None) -> jax.Array:
     """Samples for FID / accuracy at the dataset's resolution (through the cascade for SR);
     ``guidance``: the CFG weight (None: ``cond.guidance``)."""
@@ -457,7 +465,7 @@ class DiffusionTask(Task):
       out.update(self.fid_and_accuracy(params, k_fid))
     return out
 
-  def bits_per_dim(self, params, rng) -> dict[str, float]:
+  def bits_per_dim(self, params: PyTree, rng: jax.Array) -> dict[str, float]:
     """bits/dim (unconditional) of the first test images by the probability-flow ODE."""
     if self.latent_dir or self.low_res_size or self.schedule_name != "linear":
       logging.info("bits/dim skipped: it needs a pixel-space model on the linear schedule "
@@ -480,7 +488,7 @@ class DiffusionTask(Task):
         num_probes=int(ec.get("bpd_num_probes", 1)), eps=float(ec.get("bpd_eps", 1e-3)),
         preprocess=None if self.image_size == self.data.image_shape[0] else resize)
 
-  def fid_and_accuracy(self, params, rng) -> dict[str, float]:
+  def fid_and_accuracy(self, params: PyTree, rng: jax.Array) -> dict[str, float]:
     """FID (own classifier features) per sampler and the classifier's accuracy on samples."""
     if self.pixel_shape != tuple(self.data.image_shape):
       logging.info("FID skipped: samples are %s, the dataset's test images %s (a cascade's SR "
@@ -510,7 +518,7 @@ class DiffusionTask(Task):
     return out
 
 
-def cascade_sample(base: DiffusionTask, base_params, sr: DiffusionTask, sr_params,
+def cascade_sample(base: DiffusionTask, base_params: PyTree, sr: DiffusionTask, sr_params: PyTree,
                    rng: jax.Array, sr_cond: dict, base_cond: dict, num: int, *,
                    sampler: str = "ddim", num_steps: int = 50,
                    guidance: float | None = None) -> jax.Array:

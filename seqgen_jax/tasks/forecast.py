@@ -20,6 +20,7 @@ transformer). Axis key: B batch (windows), L look-back, H horizon, F variables.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -32,6 +33,8 @@ from seqgen_jax.data import timeseries
 from seqgen_jax.dtypes import compute_dtype_from_name
 from seqgen_jax.registry import MODELS, TASKS
 from seqgen_jax.train.task import Task
+
+PyTree = Any
 
 
 def error_sums(pred_BHF: jax.Array, y_BHF: jax.Array, w_B: jax.Array) -> dict[str, jax.Array]:
@@ -87,7 +90,7 @@ class ForecastTask(Task):
     return self.data.eval, self.data.eval_batches
 
   @staticmethod
-  def baseline_sums(params, batch) -> dict[str, jax.Array]:
+  def baseline_sums(params: PyTree, batch: dict[str, jax.Array]) -> dict[str, dict[str, jax.Array]]:
     """Error sums of the repeat-last-value and zero (training-mean) forecasts."""
     del params
     x_BLF, y_BHF, w_B = batch["x"], batch["y"], batch["weight"]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -43,6 +44,7 @@ from seqgen_jax.errors import ConfigError
 from seqgen_jax.registry import MODELS, TASKS
 from seqgen_jax.train.task import Task
 
+PyTree = Any
 AUGMENTATIONS = ("none", "crop", "flip", "crop_flip")
 _AUGMENT_SALT = 0xA06  # separates the augmentation draws from the dropout RNG
 
@@ -111,7 +113,7 @@ class ImageClassifyTask(Task):
     x_BHWC = jnp.zeros((1, *self.data.image_shape), jnp.float32)
     return self.model.init({"params": rng}, x_BHWC, train=False)["params"]
 
-  def logits(self, params, images_BHWC: jax.Array, *, train: bool = False,
+  def logits(self, params: PyTree, images_BHWC: jax.Array, *, train: bool = False,
              rng: jax.Array | None = None) -> jax.Array:
     """Class logits [B, K] of uint8 images (scaled by ``to_model_range``)."""
     rngs = {"dropout": rng} if rng is not None else {}

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -69,16 +70,20 @@ class ClsSepTokenizer:
 
   @property
   def vocab_size(self) -> int:
+    """The wrapped tokenizer's vocabulary size ([CLS] / [SEP] are its <bos> / <eos>)."""
     return self.words.vocab_size
 
   def encode(self, text: str) -> np.ndarray:
+    """int32 ``[CLS] words [SEP]``, the words cut so that at most ``max_len`` ids remain."""
     ids = self.words.encode(text)[:self.max_len - 2]
     return np.concatenate([[self.cls_id], ids, [self.sep_id]]).astype(np.int32)
 
-  def decode(self, ids) -> str:
+  def decode(self, ids: Sequence[int]) -> str:
+    """Text of ``ids`` (specials dropped)."""
     return self.words.decode(ids)
 
   def save(self, path: str) -> None:
+    """Saves the wrapped word tokenizer to ``path``."""
     self.words.save(path)
 
 
