@@ -28,7 +28,9 @@ import os
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from experiments import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a finished diffusion run.")
 _TAG = flags.DEFINE_string("tag", "eval", "Suffix of the output files.")
@@ -49,7 +51,13 @@ flags.mark_flags_as_required(["workdir"])
 
 
 def _apply(config, item: str) -> None:
+  """Sets one ``--set=KEY=VALUE`` override; an unknown KEY is a one-line ConfigError."""
+  from seqgen_jax.errors import ConfigError
+
   key, _, raw = item.partition("=")
+  missing = cli.describe_missing_field(config, key)
+  if missing:
+    raise ConfigError(f"--set={item}: {missing}")
   try:
     value = ast.literal_eval(raw)
   except (ValueError, SyntaxError):
@@ -114,4 +122,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -1,6 +1,6 @@
 """Train and evaluate any task / model from a config file.
 
-  python -m experiments.main --config=experiments/configs/copy_gpt.py:runlocal \
+  python -m experiments.main --config=experiments/configs/copy.py:runlocal \
       --workdir=/tmp/seqgen/copy_gpt
 
 Several processes (one per host, or several on one machine for testing):
@@ -11,17 +11,20 @@ Several processes (one per host, or several on one machine for testing):
 On SLURM, Open MPI and Cloud TPU the three are detected (see launch/).
 
 Config fields can be overridden on the command line (``--config.train.num_steps=100``). Bad
-input (an unknown name, a batch that does not split over the devices, missing data) ends the run
-with a one-line error and exit status 2.
+input (an unknown flag, config file, ``:arg`` or field, a value of the wrong type, an unknown name,
+a batch that does not split over the devices, missing data) ends the run with a one-line error and
+exit status 2. The console shows the run summary, progress, eval and sample lines; libraries' INFO
+logs (orbax, JAX backends) appear with ``--verbosity=1``.
 """
 
 from __future__ import annotations
 
-import logging as pylogging
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from experiments import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optionally with ':arg'.",
                                           lock_config=True)
@@ -38,17 +41,9 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's rank in a
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _QuietLibraries:
-  """Drops INFO lines from orbax (dozens per checkpoint); its warnings and errors still show."""
-
-  def filter(self, record) -> bool:
-    return record.levelno >= pylogging.WARNING or "/orbax/" not in record.pathname
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.get_absl_handler().addFilter(_QuietLibraries())
   # Imported here so that jax.distributed.initialize() runs before JAX touches a device.
   from seqgen_jax.errors import SeqgenError
   from seqgen_jax.tasks import build_task
@@ -69,4 +64,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -1,8 +1,19 @@
 """The showdown: every model family on the same task, data and training budget, side by side.
 
-  python -m experiments.showdown --mode=quick --out=/tmp/showdown     # CPU: ~2 min on 2 cores
-  python -m experiments.showdown --mode=full --task=tinyshakespeare \
-      --seeds=3 --out=/tmp/showdown_full                                  # GPU / TPU
+  python -m experiments.showdown --config=experiments/configs/showdown/quick.py \
+      --out=/tmp/showdown                                     # CPU: ~2 min on 2 cores
+  python -m experiments.showdown \
+      --config=experiments/configs/showdown/full.py:task=tinyshakespeare \
+      --config.seeds=3 --out=/tmp/showdown_full                # GPU / TPU
+
+The settings are a preset config file, experiments/configs/showdown/<preset>.py with the argument
+``:task=copy|assoc_recall|tinyshakespeare``; any of its fields can be overridden
+(``--config.budget_flops=1e11``). ``--mode=<preset> --task=<task>`` is a shorthand for that
+``--config``, and ``--seeds``, ``--models``, ``--data_dir``, ``--budget_flops`` and
+``--budget_seconds`` for the fields of those names (``--budget_seconds`` replaces the preset's
+FLOP budget), so ``python -m experiments.showdown --mode=quick --out=/tmp/showdown`` runs the
+first command above. The console gets one line per model and seed, then the table;
+``--verbosity=1`` adds the training runs' own logs.
 
 For ``--task`` the showdown trains every registered model of the kinds that fit it (MODELS in
 seqgen_jax/registry.py: ``causal_lm`` for the language-modelling tasks and, on Tiny Shakespeare,
@@ -29,7 +40,7 @@ compile-time estimate of the step (state + batch + temporaries); the report says
 
 from __future__ import annotations
 
-import dataclasses
+import importlib
 import json
 import math
 import os
@@ -37,100 +48,48 @@ import shutil
 import time
 from typing import Any
 
+import ml_collections
 from absl import app, flags, logging
+from ml_collections import config_flags
 
-_TASK = flags.DEFINE_string("task", "copy", "copy | assoc_recall | tinyshakespeare")
-_BUDGET_FLOPS = flags.DEFINE_float("budget_flops", None, "Training FLOPs per model and seed.")
-_BUDGET_SECONDS = flags.DEFINE_float("budget_seconds", None,
-                                     "Training seconds per model and seed (instead of FLOPs).")
-_SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per model (for the confidence intervals).")
-_MODE = flags.DEFINE_enum("mode", "quick", ["quick", "full"],
-                          "quick: small models and lengths for a CPU; full: for a GPU / TPU.")
-_OUT = flags.DEFINE_string("out", None, "Report directory.")
-_MODELS = flags.DEFINE_list("models", None, "Only these models (default: every registered one).")
-_DATA_DIR = flags.DEFINE_string("data_dir", "", "Data directory (default $SEQGEN_DATA_DIR).")
+from experiments import cli
 
-
-@dataclasses.dataclass
-class Settings:
-  """Everything a showdown run needs; ``settings_for(mode)`` gives the two presets."""
-
-  task: str = "copy"
-  mode: str = "quick"
-  budget_flops: float | None = None
-  budget_seconds: float | None = None
-  seeds: int = 3
-  models: list[str] | None = None
-  data_dir: str = ""
-  batch_size: int = 32
-  evals_per_run: int = 4
-  model: dict = dataclasses.field(default_factory=dict)  # common config.model fields
-  data: dict = dataclasses.field(default_factory=dict)  # per-task config.data fields
-  lr: float = 3e-3
-  sweep_models: list[str] = dataclasses.field(default_factory=list)
-  sweep_steps: int = 200
-  copy_delays: list[int] = dataclasses.field(default_factory=list)
-  recall_pairs: list[int] = dataclasses.field(default_factory=list)
-  scaling_models: list[str] = dataclasses.field(default_factory=list)
-  scaling_lengths: list[int] = dataclasses.field(default_factory=list)
-  scaling_tokens: int = 4096
-  latency_lengths: list[int] = dataclasses.field(default_factory=list)
-  denoiser: dict = dataclasses.field(default_factory=dict)
-  image_shape: tuple[int, int, int] = (16, 16, 3)
-  denoise_steps: list[int] = dataclasses.field(default_factory=list)
-  repeats: int = 5
-
-
-# Tasks: the config.data fields, which model kinds (and training task) fit, the quality metric.
+# Tasks: which model kinds (and training task) fit each, and the quality metric. The presets
+# (experiments/configs/showdown/*.py) hold the config.data fields and budgets per task.
 TASK_KINDS = {"copy": [("lm", "causal_lm")], "assoc_recall": [("lm", "causal_lm")],
               "tinyshakespeare": [("lm", "causal_lm"), ("mdlm", "masked_lm")]}
 METRICS = {"copy": "accuracy", "assoc_recall": "accuracy", "tinyshakespeare": "bits_per_char"}
+# A run's settings: a ConfigDict from a preset file (its fields: showdown_defaults in
+# experiments/configs/common.py). A new preset is a new file there; --mode finds it by name.
+Settings = ml_collections.ConfigDict
+PRESET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "showdown")
+PRESETS = sorted(f[:-3] for f in os.listdir(PRESET_DIR) if f.endswith(".py") and f[0] != "_")
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "A preset, experiments/configs/showdown/<preset>.py[:task=...]; its fields "
+    "can be overridden (--config.seeds=1).", lock_config=True)
+_MODE = flags.DEFINE_enum("mode", "quick", PRESETS,
+                          "Shorthand for --config=experiments/configs/showdown/<mode>.py.")
+_TASK = flags.DEFINE_enum("task", "copy", list(TASK_KINDS),
+                          "With --mode: the preset's task (--config=...:task=<task>).")
+_OUT = flags.DEFINE_string("out", None, "Report directory.")
+# Shorthands for --config.<field>=...: each one set replaces the preset's value.
+_BUDGET_FLOPS = flags.DEFINE_float("budget_flops", None, "Training FLOPs per model and seed.")
+_BUDGET_SECONDS = flags.DEFINE_float("budget_seconds", None,
+                                     "Training seconds per model and seed (instead of FLOPs).")
+_SEEDS = flags.DEFINE_integer("seeds", None, "Seeds per model (the presets: 3).")
+_MODELS = flags.DEFINE_list("models", None, "Only these models (default: every registered one).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Data directory (default $SEQGEN_DATA_DIR).")
 
 
-def settings_for(mode: str, task: str = "copy") -> Settings:
-  """The quick (CPU, minutes) or full (GPU / TPU) preset."""
-  if mode == "quick":
-    s = Settings(
-        task=task, mode=mode, batch_size=32,
-        model=dict(d_model=64, hidden_size=128, num_layers=2, num_heads=4, d_ff=256,
-                   mlp_ratio=4, dropout=0.0),
-        sweep_models=["rnn", "lstm", "gpt"], sweep_steps=150,
-        copy_delays=[4, 16, 48], recall_pairs=[2, 6],
-        scaling_models=["gpt", "lstm", "mingru"],
-        scaling_lengths=[64, 256, 1024], scaling_tokens=2048,
-        latency_lengths=[32, 256],
-        denoiser=dict(ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_levels=(1,), norm_groups=8,
-                      dropout=0.0, hidden_size=64, depth=2, num_heads=4, patch_size=2),
-        image_shape=(16, 16, 3), denoise_steps=[1, 10, 50], repeats=3)
-    s.data = {"copy": dict(length=4, delay=8, alphabet=6),
-              "assoc_recall": dict(num_pairs=8, num_keys=16, num_values=16),
-              "tinyshakespeare": dict(seq_len=64)}[task]
-    s.budget_flops = {"copy": 5e10, "assoc_recall": 5e10, "tinyshakespeare": 2e11}[task]
-    return s
-  if mode == "full":
-    s = Settings(
-        task=task, mode=mode, batch_size=64,
-        model=dict(d_model=384, hidden_size=768, num_layers=6, num_heads=6, d_ff=1536,
-                   mlp_ratio=4, dropout=0.0, attention="auto"),  # auto: cuDNN flash on GPU
-        sweep_models=[], sweep_steps=2000,  # [] -> every causal_lm model
-        copy_delays=[8, 32, 128, 512], recall_pairs=[4, 16, 64, 256],
-        scaling_models=["gpt", "lstm", "mingru", "lru"],
-        scaling_lengths=[128, 256, 512, 1024, 2048, 4096, 8192], scaling_tokens=65536,
-        latency_lengths=[128, 512, 2048, 8192],
-        denoiser=dict(ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_levels=(1,),
-                      norm_groups=32, dropout=0.0, hidden_size=384, depth=12, num_heads=6,
-                      patch_size=2),
-        image_shape=(32, 32, 3), denoise_steps=[1, 5, 10, 25, 50, 100, 250], repeats=5)
-    s.data = {"copy": dict(length=16, delay=256, alphabet=8),
-              "assoc_recall": dict(num_pairs=64, num_keys=128, num_values=64),
-              "tinyshakespeare": dict(seq_len=256)}[task]
-    # Budgets that train every model for thousands of steps: on Tiny Shakespeare ~5,500 GPT
-    # steps of 64 x 256 tokens (the 10.7M-parameter GPT is nanoGPT's shakespeare-char model,
-    # which trains 5,000), on the synthetic tasks >= 3,000 steps of the 27M-parameter LSTM.
-    s.budget_flops = {"copy": 1e16, "assoc_recall": 1e16, "tinyshakespeare": 6e15}[task]
-    s.lr = 1e-3
-    return s
-  raise ValueError(f"unknown mode '{mode}'; choose one of: quick, full")
+def preset(mode: str, task: str = "copy") -> Settings:
+  """The settings of experiments/configs/showdown/<mode>.py for ``task`` (what --mode loads)."""
+  from seqgen_jax.errors import ConfigError
+
+  if mode not in PRESETS:
+    raise ConfigError(f"unknown showdown preset '{mode}'; choose one of: {', '.join(PRESETS)}")
+  module = importlib.import_module(f"experiments.configs.showdown.{mode}")
+  return module.get_config(f"task={task}")
 
 
 # ------------------------------------------------------------------------------ configs
@@ -270,6 +229,8 @@ def train_all(s: Settings, out: str) -> list[dict]:
                         prep.tokens_per_step, prep.flops or float("nan"))
       rec["seed"] = seed
       records.append(rec)
+      print(f"showdown {s.task}: {label} seed {seed}: {rec['steps']} steps, {rec['metric']} "
+            f"{rec['quality']:.4f}, {rec['wall_s']:.1f} s", flush=True)
   return records
 
 
@@ -348,7 +309,7 @@ def run_showdown(s: Settings, out: str) -> dict[str, Any]:
   bench = benchmarks(s)
   device = f"{jax.devices()[0].device_kind} x{jax.device_count()}"
   on_cpu = jax.devices()[0].platform == "cpu"
-  results = {"settings": dataclasses.asdict(s), "device": device, "runs": runs,
+  results = {"settings": s.to_dict(), "device": device, "runs": runs,
              "dependency": dependency, **bench,
              "memory_note": ("XLA compile-time estimate: state + batch + temporaries"
                              if on_cpu else "XLA compile-time estimate per step"),
@@ -361,7 +322,8 @@ def run_showdown(s: Settings, out: str) -> dict[str, Any]:
   budget = (f"{s.budget_seconds:g} s" if s.budget_seconds else f"{s.budget_flops:.3g} FLOPs")
   md = [f"# Showdown: {s.task} ({s.mode} mode)", "",
         f"Device: {device}. Budget per model and seed: {budget}. Seeds: {s.seeds}. "
-        f"Batch {s.batch_size}; model fields {s.model}; AdamW lr {s.lr:g}, warm-up + cosine.",
+        f"Batch {s.batch_size}; model fields {s.model.to_dict()}; AdamW lr {s.lr:g}, "
+        "warm-up + cosine.",
         "", table, "",
         "Wall time: the whole `train_and_evaluate` call (compilation, evaluation and the "
         "final checkpoint included); `train`: the training steps alone. Memory: "
@@ -387,27 +349,38 @@ def _json_default(x):
 
 
 def settings_from_flags() -> Settings:
-  """The --mode preset for --task, with --seeds, --models, --data_dir and the budget flags."""
+  """--config (or the --mode preset for --task), then the shorthand flags that were given."""
   from seqgen_jax.errors import ConfigError
 
-  if _TASK.value not in TASK_KINDS:
-    raise ConfigError(f"unknown showdown task '{_TASK.value}'; choose one of: "
-                      f"{', '.join(TASK_KINDS)}")
+  if _CONFIG.value is not None:
+    given = [f"--{f.name}" for f in (_MODE, _TASK) if not flags.FLAGS[f.name].using_default_value]
+    if given:
+      raise ConfigError(f"{' and '.join(given)} with --config: --mode / --task are a shorthand "
+                        f"for --config=experiments/configs/showdown/<mode>.py:task=<task>; give "
+                        f"one of the two")
+    s = _CONFIG.value
+  else:
+    s = preset(_MODE.value, _TASK.value)
   if _BUDGET_SECONDS.value is not None and _BUDGET_FLOPS.value is not None:
     raise ConfigError("give one budget: --budget_flops or --budget_seconds, not both")
-  for flag in (_BUDGET_SECONDS, _BUDGET_FLOPS):
+  for flag in (_BUDGET_SECONDS, _BUDGET_FLOPS, _SEEDS):
     if flag.value is not None and not flag.value > 0:
       raise ConfigError(f"--{flag.name} must be > 0, got {flag.value}")
-  if _SEEDS.value < 1:
-    raise ConfigError(f"--seeds must be >= 1, got {_SEEDS.value}")
-  s = settings_for(_MODE.value, _TASK.value)
-  s.seeds = _SEEDS.value
-  s.models = _MODELS.value
-  s.data_dir = _DATA_DIR.value
+  if _SEEDS.value is not None:
+    s.seeds = _SEEDS.value
+  if _MODELS.value is not None:
+    s.models = tuple(_MODELS.value)
+  if _DATA_DIR.value is not None:
+    s.data_dir = _DATA_DIR.value
   if _BUDGET_SECONDS.value is not None:
     s.budget_seconds, s.budget_flops = _BUDGET_SECONDS.value, None
   elif _BUDGET_FLOPS.value is not None:
-    s.budget_flops = _BUDGET_FLOPS.value
+    s.budget_flops, s.budget_seconds = _BUDGET_FLOPS.value, None
+  for name in ("budget_flops", "budget_seconds", "seeds"):
+    if s[name] is not None and not s[name] > 0:
+      raise ConfigError(f"config.{name} must be > 0, got {s[name]}")
+  if not (s.budget_flops or s.budget_seconds):
+    raise ConfigError("no budget: set budget_flops or budget_seconds")
   return s
 
 
@@ -418,20 +391,16 @@ def main(argv):
     raise app.UsageError("--out (the report directory) is required")
   import jax
 
-  from seqgen_jax.errors import SeqgenError
-
+  if not cli.verbose():  # one line per run; the training loop's own log at --verbosity=1
+    logging.set_verbosity(logging.WARNING)
   # Seeds of one model compile the same step: the persistent cache compiles it once.
   if not jax.config.jax_compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", os.path.join(_OUT.value, ".jax_cache"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  try:
-    results = run_showdown(settings_from_flags(), _OUT.value)
-  except SeqgenError as e:
-    print(f"error: {e}")
-    raise SystemExit(2) from None
+  results = run_showdown(settings_from_flags(), _OUT.value)
   print(results["table"])
   print(f"report: {os.path.join(_OUT.value, 'report.md')}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

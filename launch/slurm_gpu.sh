@@ -7,7 +7,7 @@
 # JAX_COORDINATOR_ADDRESS (exported below: the first node of the allocation).
 #
 #   launch/slurm_gpu.sh --nodes=2 --gpus-per-node=8 --partition=gpu --time=04:00:00 \
-#       --venv=$HOME/venvs/seqgen --config=experiments/configs/shakespeare_char_gpt.py \
+#       --venv=$HOME/venvs/seqgen --config=experiments/configs/shakespeare_char.py \
 #       --workdir=/shared/runs/shakespeare -- --config.train.batch_size=512
 #   launch/slurm_gpu.sh ... --dry-run     # print the sbatch command (or, inside an allocation,
 #                                         # the exports and the srun command) and run nothing

@@ -4,7 +4,7 @@
 # recreates a preempted spot TPU and resumes from the latest checkpoint in the GCS workdir.
 #
 #   launch/tpu_vm.sh up --name=seqgen-v5e --zone=us-west4-a --accelerator-type=v5litepod-8 \
-#       --config=experiments/configs/shakespeare_char_gpt.py --workdir=gs://BUCKET/runs/shakespeare
+#       --config=experiments/configs/shakespeare_char.py --workdir=gs://BUCKET/runs/shakespeare
 #   launch/tpu_vm.sh babysit --spot ... (same flags)     # until the run logs "done: step N"
 #   launch/tpu_vm.sh delete --name=seqgen-v5e --zone=us-west4-a
 #

@@ -11,7 +11,9 @@ they agree token for token on the same model):
 
 ``beam_search`` drives the same ``step_fn`` with K hypotheses per row (length penalty, EOS).
 
-Axis key: B batch, T positions, V vocabulary.
+Axis key: B batch, T positions fed to the model, P prompt length, N new tokens, L buffer /
+generated positions, W context window, V vocabulary; beam search: K beams, M = 2K candidates per
+step, J = K + M finished and new hypotheses, R = B * K rows of the tiled cache.
 """
 
 from __future__ import annotations
@@ -113,8 +115,6 @@ def sample_incremental(step_fn: Callable[[jax.Array, Any, jax.Array], tuple[jax.
 
 
 # ------------------------------------------------------------------------------ beam search
-#
-# Axis key (beam search): K beams, L generated positions, M = 2K candidates per step.
 
 NEG_INF = -1.0e9  # the score of an empty slot: finite, so that arithmetic on it stays finite
 LENGTH_PENALTIES = ("gnmt", "power")
@@ -195,10 +195,10 @@ def beam_search(step_fn: Callable[[jax.Array, Any, jax.Array], tuple[jax.Array, 
     last = i == n - 1
     done_BM = live_BM & ((eos_BM & rank_ok_BM) | (last & ~eos_BM))
     new_sc_BM = jnp.where(done_BM, top_lp_BM / length_penalty(i + 1, alpha, penalty), NEG_INF)
-    all_sc = jnp.concatenate([fin_sc_BK, new_sc_BM], axis=1)
-    all_seq = jnp.concatenate([fin_BKL, seq_BML], axis=1)
-    fin_sc_BK, pick_BK = jax.lax.top_k(all_sc, k)
-    fin_BKL = jnp.take_along_axis(all_seq, pick_BK[:, :, None], axis=1)
+    all_sc_BJ = jnp.concatenate([fin_sc_BK, new_sc_BM], axis=1)
+    all_seq_BJL = jnp.concatenate([fin_BKL, seq_BML], axis=1)
+    fin_sc_BK, pick_BK = jax.lax.top_k(all_sc_BJ, k)
+    fin_BKL = jnp.take_along_axis(all_seq_BJL, pick_BK[:, :, None], axis=1)
     # The K best non-EOS extensions stay alive.
     alive_sc_BM = jnp.where(live_BM & ~eos_BM, top_lp_BM, NEG_INF)
     alive_lp_BK, keep_BK = jax.lax.top_k(alive_sc_BM, k)
@@ -211,9 +211,9 @@ def beam_search(step_fn: Callable[[jax.Array, Any, jax.Array], tuple[jax.Array, 
     i, alive_BKL, alive_lp_BK, fin_BKL, fin_sc_BK, cache = select(state)
 
     def step(cache):
-      tok_N1 = alive_BKL[:, :, i].reshape(b * k, 1)
-      logits_N1V, cache = step_fn(tok_N1, cache, p + i)
-      return jax.nn.log_softmax(logits_N1V[:, 0].astype(jnp.float32)).reshape(b, k, v), cache
+      tok_R1 = alive_BKL[:, :, i].reshape(b * k, 1)
+      logits_R1V, cache = step_fn(tok_R1, cache, p + i)
+      return jax.nn.log_softmax(logits_R1V[:, 0].astype(jnp.float32)).reshape(b, k, v), cache
 
     skip = lambda cache: (jnp.zeros((b, k, v), jnp.float32), cache)
     logp_BKV, cache = jax.lax.cond(i + 1 < n, step, skip, cache)

@@ -81,7 +81,7 @@ def test_rotary_matches_complex_rotation_and_depends_on_offsets_only():
 def test_backend_names_and_cudnn_refusal_are_one_line_errors():
   q = jnp.zeros((1, 4, 2, 8))
   with pytest.raises(ConfigError, match="unknown attention implementation 'flash'; choose one "
-                                         "of: xla, cudnn, auto"):
+                                         "of: xla, blockwise, cudnn, auto"):
     dot_product_attention(q, q, q, implementation="flash")
   if jax.default_backend() != "gpu":
     with pytest.raises(ConfigError, match="cuDNN attention cannot serve this call: the JAX "

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from seqgen_jax import decoding
-from seqgen_jax.nn.transformer import GPT, EncoderDecoder
+from seqgen_jax.nn.encoder_decoder import EncoderDecoder
+from seqgen_jax.nn.gpt import GPT
 
 V, L, EOS, BOS = 4, 3, 3, 0
 # Every hypothesis survives when K >= V * (V-1)^(L-1): all extensions of all alive beams rank

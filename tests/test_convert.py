@@ -17,7 +17,7 @@ transformers = pytest.importorskip("transformers")
 
 from seqgen_jax import convert  # noqa: E402
 from seqgen_jax.errors import ConfigError, DataError  # noqa: E402
-from seqgen_jax.nn.transformer import with_encoder_from  # noqa: E402
+from seqgen_jax.nn.bert import with_encoder_from  # noqa: E402
 from seqgen_jax.registry import MODELS  # noqa: E402
 
 RTOL = 1e-5

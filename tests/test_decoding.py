@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqgen_jax import decoding
-from seqgen_jax.nn.transformer import GPT
+from seqgen_jax.nn.gpt import GPT
 
 
 def _model():

@@ -22,10 +22,9 @@ from tests.conftest import read_jsonl
 
 def tiny_config(data_dir, **overrides):
   """A seconds-to-compile diffusion config on 7x7 MNIST (dotted keys as a__b)."""
-  from experiments.configs.mnist_ddpm_unet import diffusion_defaults
-  from seqgen_jax.train.defaults import default_config
+  from experiments.configs.common import base_config
 
-  c = diffusion_defaults(default_config())
+  c = base_config("diffusion")
   c.data.name = "mnist"
   c.data.data_dir = str(data_dir)
   c.data.max_examples = 64

@@ -17,11 +17,11 @@ from conftest import REPO
 
 LAUNCH = REPO / "launch"
 TPU = ["--name=seqgen-v5e", "--zone=us-west4-a"]
-RUN = ["--config=experiments/configs/shakespeare_char_gpt.py",
+RUN = ["--config=experiments/configs/shakespeare_char.py",
        "--workdir=gs://my-bucket/runs/shakespeare"]
 # An override with a space and an apostrophe must reach experiments.main as one argument.
 EXTRA = ["--", "--config.train.batch_size=256", "--config.sample.prompt=It's a"]
-MAIN = ["python3", "-m", "experiments.main", "--config=experiments/configs/shakespeare_char_gpt.py",
+MAIN = ["python3", "-m", "experiments.main", "--config=experiments/configs/shakespeare_char.py",
         "--workdir=gs://my-bucket/runs/shakespeare", "--distributed=on",
         "--config.train.batch_size=256", "--config.sample.prompt=It's a"]
 SSH = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "seqgen-v5e", "--zone=us-west4-a"]
@@ -146,7 +146,7 @@ def test_tpu_bad_input_is_one_line(args, message):
 
 
 SLURM_ARGS = ["--nodes=2", "--gpus-per-node=8", "--partition=gpu", "--time=04:00:00",
-              "--venv=/shared/venvs/seqgen", "--config=experiments/configs/shakespeare_char_gpt.py",
+              "--venv=/shared/venvs/seqgen", "--config=experiments/configs/shakespeare_char.py",
               "--workdir=/shared/runs/shakespeare", "--", "--config.train.batch_size=512"]
 
 
@@ -173,7 +173,7 @@ def test_slurm_job_exports_coordinator_and_all_gpus_then_sruns(tmp_path):
       ["export", f"JAX_COORDINATOR_ADDRESS=gpu017:{port}"],
       ["export", "JAX_LOCAL_DEVICE_IDS=0,1,2,3,4,5,6,7"],
       ["srun", "--nodes=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "python", "-m",
-       "experiments.main", "--config=experiments/configs/shakespeare_char_gpt.py",
+       "experiments.main", "--config=experiments/configs/shakespeare_char.py",
        "--workdir=/shared/runs/shakespeare", "--distributed=on",
        "--config.train.batch_size=512"]]
   # One node: one process drives all its GPUs, no coordinator needed.

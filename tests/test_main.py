@@ -1,6 +1,7 @@
 """The absl entrypoint end to end, and one-line errors for bad input."""
 
 import os
+import re
 import subprocess
 
 import pytest
@@ -14,10 +15,12 @@ from seqgen_jax.train.loop import train_and_evaluate
 
 def test_runlocal_quickstart_trains(tmp_path):
   wd = tmp_path / "copy"
-  env = {**os.environ, "XLA_FLAGS": ""}  # as a user runs it: one CPU device, default XLA flags
-  proc = subprocess.run(main_command("copy_gpt.py:runlocal", wd), cwd=REPO, capture_output=True,
+  # As a user runs it: one device, default XLA flags, JAX probing every backend it knows.
+  env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"} | {"XLA_FLAGS": ""}
+  proc = subprocess.run(main_command("copy.py:runlocal", wd), cwd=REPO, capture_output=True,
                         text=True, timeout=600, env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]
+  _assert_quiet_console(proc.stdout + proc.stderr)
   rows = read_jsonl(wd / "metrics.jsonl")
   train = [r for r in rows if r["split"] == "train"]
   evals = [r for r in rows if r["split"] == "eval"]
@@ -26,6 +29,17 @@ def test_runlocal_quickstart_trains(tmp_path):
   assert "sample @ 300" in proc.stderr and "-> model" in proc.stderr  # printed sample
   assert "steps/s" in proc.stderr and "ETA" in proc.stderr
   assert (wd / "checkpoints" / "300").is_dir() and any((wd / "tensorboard").iterdir())
+
+
+def _assert_quiet_console(text: str) -> None:
+  """Only this project's INFO lines (summary, progress, eval, sample): no orbax checkpoint chatter,
+  no JAX "Unable to initialize backend" lines; warnings may show."""
+  info = re.findall(r"^I\d{4} [\d:.]+ +\d+ ([\w.]+):\d+\]", text, re.MULTILINE)
+  own = {p.name for d in ("seqgen_jax", "experiments") for p in (REPO / d).rglob("*.py")}
+  assert info and set(info) <= own, sorted(set(info) - own)
+  assert "Unable to initialize backend" not in text and "orbax" not in text.lower()
+  assert re.search(r"^I.* loop\.py:\d+\] eval @ 300: loss ", text, re.MULTILINE), text[-3000:]
+  assert re.search(r"\] step 300/300 \| ", text) and "done: step 300" in text
 
 
 def test_shakespeare_runlocal_reports_bpc_and_text(tmp_path, data_dir):
@@ -75,7 +89,7 @@ def test_missing_data_is_one_line_and_writes_nothing(tmp_path):
 def test_entrypoint_prints_one_line_error_and_exits_2(tmp_path):
   wd = tmp_path / "wd"
   proc = subprocess.run(
-      main_command("shakespeare_char_gpt.py:runlocal", wd,
+      main_command("shakespeare_char.py:runlocal", wd,
                    f"--config.data.data_dir={tmp_path / 'missing'}"),
       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2

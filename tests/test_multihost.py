@@ -83,7 +83,7 @@ def _checkpoint(wd, step):
 
 def test_two_processes_with_restore_equal_one_process(tmp_path):
   single, multi = tmp_path / "single", tmp_path / "multi"
-  cmd = lambda wd, n: main_command("copy_gpt.py:runlocal", wd, *OVERRIDES,
+  cmd = lambda wd, n: main_command("copy.py:runlocal", wd, *OVERRIDES,
                                    f"--config.train.num_steps={n}")
   # Leg 1 (hand-made launch) runs next to the single-process reference.
   port = _free_port()

@@ -34,11 +34,11 @@ SHAKESPEARE_TOTAL = 40
 
 
 def _cmd(wd, total=TOTAL):
-  return main_command("copy_gpt.py:runlocal", wd, *OVERRIDES, f"--config.train.num_steps={total}")
+  return main_command("copy.py:runlocal", wd, *OVERRIDES, f"--config.train.num_steps={total}")
 
 
 def _shakespeare_cmd(wd, data_dir, total=SHAKESPEARE_TOTAL):
-  return main_command("shakespeare_char_gpt.py:runlocal", wd, *SHAKESPEARE_OVERRIDES,
+  return main_command("shakespeare_char.py:runlocal", wd, *SHAKESPEARE_OVERRIDES,
                       f"--config.data.data_dir={data_dir}", f"--config.train.num_steps={total}")
 
 

@@ -42,7 +42,7 @@ def extra_model():
 
 
 def tiny_settings(**kw) -> showdown.Settings:
-  s = showdown.settings_for("quick", "copy")
+  s = showdown.preset("quick", "copy")
   s.data = dict(length=2, delay=2, alphabet=4)
   s.model = dict(d_model=16, hidden_size=16, num_layers=1, num_heads=2, d_ff=32, mlp_ratio=2,
                  dropout=0.0)
@@ -61,15 +61,20 @@ def tiny_settings(**kw) -> showdown.Settings:
   return s
 
 
-def test_a_newly_registered_model_appears_in_the_table(tmp_path, extra_model):
-  """Registered here, found through MODELS: trained under the budget, a row of the table."""
+def test_a_newly_registered_model_appears_in_the_table(tmp_path, extra_model, capsys):
+  """Registered here, found through MODELS: trained under the budget, a row of the table; the
+  console gets one line per seed."""
   s = tiny_settings(models=[extra_model])
   every = showdown.entries(tiny_settings())
   assert ("lm", "causal_lm", extra_model) in every
   flops = showdown_steps.count_flops(
       showdown.make_config(s, "lm", extra_model, {"name": "copy", **s.data}))
   s.budget_flops = 6.5 * flops
+  capsys.readouterr()
   rows = showdown_report.summarize(showdown.train_all(s, str(tmp_path)))
+  printed = capsys.readouterr().out.splitlines()
+  assert [line.split(": 6 steps, accuracy ")[0] for line in printed] == [
+      f"showdown copy: {extra_model} seed {seed}" for seed in (0, 1)], printed
   table = showdown_report.markdown_table(rows)
   (row,) = [line for line in table.splitlines() if f"| {extra_model} |" in line]
   assert "| convolution |" in row and "(n=2)" in row
@@ -113,6 +118,17 @@ def test_quick_showdown_writes_table_and_every_plot(tmp_path, extra_model):
   assert {r["model"] for r in results["image_latency"]} >= {"unet", "dit"}
   assert {(r["task"], r["dependency"]) for r in results["dependency"]} == {
       ("copy", 6), ("copy", 9), ("assoc_recall", 5)}
+
+
+def test_presets_are_the_config_files():
+  """--mode=<preset> loads experiments/configs/showdown/<preset>.py; a new file is a new preset."""
+  assert {"quick", "full"} <= set(showdown.PRESETS)
+  s = showdown.preset("quick", "tinyshakespeare")
+  assert (s.mode, s.task, s.data.seq_len, s.budget_flops) == ("quick", "tinyshakespeare", 64, 2e11)
+  with pytest.raises(ConfigError, match="unknown showdown preset 'fast'; choose one of: .*quick"):
+    showdown.preset("fast")
+  with pytest.raises(ConfigError, match=r"choose one of task=copy\|assoc_recall\|tinyshakespeare"):
+    showdown.preset("full", "mnist")
 
 
 def test_mean_ci_matches_scipy_t_interval():
@@ -195,7 +211,7 @@ def test_full_mode_builds_every_model_at_its_shapes():
   """The full (accelerator) preset, never run on CI's CPU, at least builds: every registered
   model's train step lowers at the full shapes, GPT has nanoGPT's shakespeare-char size
   (closed-form parameter count) and the FLOP budget buys it thousands of steps."""
-  s = showdown.settings_for("full", "copy")
+  s = showdown.preset("full", "copy")
   data = {"name": "copy", **s.data}
   seq_len = 2 * s.data["length"] + s.data["delay"]
   names = set()

@@ -23,7 +23,7 @@ D, H, LAYERS, HEADS, D_FF, MLP = 64, 128, 2, 4, 256, 4
 
 
 def _config(model: str):
-  s = showdown.settings_for("quick", "copy")
+  s = showdown.preset("quick", "copy")
   s.batch_size = B
   s.model = dict(d_model=D, hidden_size=H, num_layers=LAYERS, num_heads=HEADS, d_ff=D_FF,
                  mlp_ratio=MLP, dropout=0.0)

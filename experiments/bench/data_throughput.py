@@ -26,6 +26,7 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
+from experiments import cli
 from seqgen_jax.data import builder, catalog, images, multi30k, sentiment, shakespeare, timeseries
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Raw data directory (else $SEQGEN_DATA_DIR).")
@@ -117,4 +118,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

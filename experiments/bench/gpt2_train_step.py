@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 
 from experiments.bench.common import device_name, measured_matmul_peak, median_seconds
-from seqgen_jax.nn.transformer import GPT
+from seqgen_jax.nn.gpt import GPT
 from seqgen_jax.tasks.lm import token_nll_and_correct
 from seqgen_jax.train import sharding
 from seqgen_jax.train.optim import build_optimizer

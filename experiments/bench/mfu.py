@@ -24,9 +24,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import app, flags
+from absl import flags
 
 import seqgen_jax.nn  # noqa: F401  (registers the models)
+from experiments import cli
 from seqgen_jax.registry import MODELS
 from seqgen_jax.train import perf
 from seqgen_jax.train import sharding as sharding_lib
@@ -144,4 +145,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -26,8 +26,9 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
+from absl import flags
 
+from experiments import cli
 from seqgen_jax.nn.parallel_rnn import MinGRU
 from seqgen_jax.nn.rnn import StackedRNN, cudnn_lstm_available
 
@@ -146,4 +147,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -10,6 +10,8 @@ over the 1 GiB budget; ``mesh.fsdp=8`` shards params and optimizer state 8 ways 
 0.68 GiB. ``runlocal``: the same story at 1/4 of the width and a 16 MiB budget, on 8 fake CPU
 devices (30.3 MiB per device data-parallel, 6.1 MiB with fsdp=8).
 
+Arguments: ``runlocal`` (a CPU smoke run).
+
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m experiments.main \
       --config=experiments/configs/fsdp_budget_gpt.py:runlocal --workdir=/tmp/seqgen/fsdp_local
   # the same with --config.mesh.fsdp=1 refuses: "the train step needs 30.3 MiB per device ..."
@@ -17,12 +19,14 @@ devices (30.3 MiB per device data-parallel, 6.1 MiB with fsdp=8).
       --workdir=/tmp/seqgen/fsdp_budget     # on 8 accelerators
 """
 
-from seqgen_jax.train.defaults import default_config
+from experiments.configs import common
+
+ARGS = common.Args(flags=("runlocal",))
 
 
 def get_config(arg: str | None = None):
-  c = default_config()
-  c.task = "lm"
+  a = ARGS.parse(arg)
+  c = common.base_config("lm")
   c.data.name = "copy"
   c.data.length = 8
   c.data.delay = 32
@@ -48,7 +52,7 @@ def get_config(arg: str | None = None):
   c.mesh.fsdp = 8
   c.eval.num_batches = 8
 
-  if arg == "runlocal":
+  if a.runlocal:
     c.data.length = 4
     c.data.delay = 4
     c.data.alphabet = 6
@@ -65,6 +69,4 @@ def get_config(arg: str | None = None):
     c.train.checkpoint_every = 40
     c.train.device_memory_budget_gib = 1 / 64  # 16 MiB
     c.eval.num_batches = 2
-  elif arg:
-    raise ValueError(f"unknown config argument '{arg}'; choose one of: runlocal")
   return c

@@ -3,18 +3,22 @@
 LDM's architecture (nn/autoencoder.py), L1 reconstruction + 1e-4 KL (no perceptual / GAN
 terms). The finished run is the ``latent.autoencoder_workdir`` of mnist_latent_dit.py.
 
+Arguments: ``runlocal`` (a CPU smoke run).
+
   python -m experiments.main --config=experiments/configs/mnist_autoencoder.py:runlocal \
       --workdir=/tmp/seqgen/mnist_ae_local           # CPU smoke run, under a minute
   python -m experiments.main --config=experiments/configs/mnist_autoencoder.py \
       --workdir=/tmp/seqgen/mnist_ae
 """
 
-from seqgen_jax.train.defaults import default_config
+from experiments.configs import common
+
+ARGS = common.Args(flags=("runlocal",))
 
 
 def get_config(arg: str | None = None):
-  c = default_config()
-  c.task = "autoencoder"
+  a = ARGS.parse(arg)
+  c = common.base_config("autoencoder")
   c.data.name = "mnist"
   c.model.name = "autoencoder_kl"
   c.model.ch = 32
@@ -38,7 +42,7 @@ def get_config(arg: str | None = None):
   c.eval.batch_size = 500
   c.eval.num_batches = 0  # the whole test split
 
-  if arg == "runlocal":
+  if a.runlocal:
     c.model.ch = 16
     c.data.max_examples = 512
     c.optimizer.warmup_steps = 10
@@ -50,6 +54,4 @@ def get_config(arg: str | None = None):
     c.train.checkpoint_every = 50
     c.eval.batch_size = 64
     c.eval.num_batches = 2
-  elif arg:
-    raise ValueError(f"unknown config argument '{arg}'; choose one of: runlocal")
   return c

@@ -6,6 +6,8 @@ second time input (noise-conditioning augmentation, Ho et al. 2022); sampling us
 With ``cascade.base_workdir`` (a finished mnist_cascade_base.py run) the sample hook and FID
 run the whole cascade: base (14x14 from noise) -> SR (28x28).
 
+Arguments: ``runlocal`` (a CPU smoke run).
+
   python -m experiments.main --config=experiments/configs/mnist_sr.py \
       --workdir=/tmp/seqgen/mnist_sr --config.cascade.base_workdir=/tmp/seqgen/mnist_base14
   python -m experiments.main --config=experiments/configs/mnist_sr.py:runlocal \
@@ -13,11 +15,14 @@ run the whole cascade: base (14x14 from noise) -> SR (28x28).
       --config.cascade.base_workdir=/tmp/seqgen/mnist_base14_local   # CPU smoke run
 """
 
-from experiments.configs import mnist_ddpm_unet
+from experiments.configs import common, ddpm_unet
+
+ARGS = common.Args(flags=("runlocal",))
 
 
 def get_config(arg: str | None = None):
-  c = mnist_ddpm_unet.get_config(arg)
+  a = ARGS.parse(arg)
+  c = ddpm_unet.get_config("runlocal" if a.runlocal else "")
   c.sr.low_res_size = 14
   c.sr.aug_max_t = 200
   c.sr.sample_aug_t = 50

@@ -3,17 +3,22 @@ through a small Transformer text encoder and cross-attention in the U-Net; the c
 dropped to [BOS] with p = 0.1 and sampling is guided (w = 2). The sample hook draws one row per
 digit from the caption "a handwritten <digit>" and a grid for ``sample.prompts``.
 
+Arguments: ``runlocal`` (a CPU smoke run).
+
   python -m experiments.main --config=experiments/configs/mnist_text2img.py:runlocal \
       --workdir=/tmp/seqgen/mnist_t2i_local           # CPU smoke run
   python -m experiments.main --config=experiments/configs/mnist_text2img.py \
       --workdir=/tmp/seqgen/mnist_t2i
 """
 
-from experiments.configs import mnist_ddpm_unet
+from experiments.configs import common, ddpm_unet
+
+ARGS = common.Args(flags=("runlocal",))
 
 
 def get_config(arg: str | None = None):
-  c = mnist_ddpm_unet.get_config(arg)
+  a = ARGS.parse(arg)
+  c = ddpm_unet.get_config("runlocal" if a.runlocal else "")
   c.cond.kind = "text"
   c.cond.guidance = 2.0
   c.model.attn_resolutions = (14, 7)  # cross-attention sits at every attention site
@@ -22,7 +27,7 @@ def get_config(arg: str | None = None):
   c.model.text_heads = 4
   c.sample.prompts = ("a handwritten seven", "the digit three", "a drawing of the number zero")
   c.eval.bpd_num_examples = 0
-  if arg == "runlocal":
+  if a.runlocal:
     c.model.attn_resolutions = (14,)
     c.model.text_width = 32
     c.model.text_layers = 1

@@ -11,6 +11,8 @@ whole dev split; final_metrics.json also has test accuracy and the majority-clas
 ``--config.init.hf_checkpoint=DIR`` starts from a local Hugging Face BERT instead (its own
 config and vocab.txt).
 
+Arguments: ``runlocal`` (a CPU smoke run).
+
   python -m experiments.main --config=experiments/configs/sst2_bert_mlm.py \
       --workdir=/tmp/seqgen/sst2_bert_mlm --config.data.data_dir=../shared/data
   python -m experiments.main --config=experiments/configs/sst2_bert_finetune.py \
@@ -21,24 +23,19 @@ config and vocab.txt).
       --config.init.from_workdir=/tmp/seqgen/sst2_bert_mlm_local
 """
 
-import ml_collections
+from experiments.configs import common, sst2_bert_mlm
 
-from experiments.configs import sst2_bert_mlm
-from seqgen_jax.train.defaults import default_config
+ARGS = common.Args(flags=("runlocal",))
 
 
 def get_config(arg: str | None = None):
-  if arg not in (None, "", "runlocal"):
-    raise ValueError(f"unknown config argument '{arg}'; choose one of: runlocal")
-  runlocal = arg == "runlocal"
-  c = default_config()
-  c.task = "classify"
+  runlocal = ARGS.parse(arg).runlocal
+  c = common.base_config("classify")
   c.data.name = "sst2"
   c.data.seq_len = 50  # dev / test: every sentence whole (with [CLS], [SEP]: 48 words)
   c.data.train_seq_len = 32  # training phrases: less padding
   c.model = sst2_bert_mlm.bert_fields(runlocal)
   c.model.pooling = "cls"
-  c.init = ml_collections.ConfigDict()
   c.init.from_workdir = "/tmp/seqgen/sst2_bert_mlm" + ("_local" if runlocal else "")
   c.init.hf_checkpoint = ""
 

@@ -12,6 +12,8 @@ decay 0.01, batch 64, 600 steps: a CPU-sized budget (0.6 epochs), far from a con
 Eval: masked-token accuracy and loss on the 872 SST-2 dev sentences (cut at 24 tokens, fixed
 masks).
 
+Arguments: ``runlocal`` (a CPU smoke run).
+
   python -m experiments.main --config=experiments/configs/sst2_bert_mlm.py \
       --workdir=/tmp/seqgen/sst2_bert_mlm --config.data.data_dir=../shared/data
   python -m experiments.main --config=experiments/configs/sst2_bert_mlm.py:runlocal \
@@ -22,7 +24,9 @@ Then fine-tune: experiments/configs/sst2_bert_finetune.py (init.from_workdir = t
 
 import ml_collections
 
-from seqgen_jax.train.defaults import default_config
+from experiments.configs import common
+
+ARGS = common.Args(flags=("runlocal",))
 
 
 def bert_fields(runlocal: bool) -> ml_collections.ConfigDict:
@@ -39,11 +43,8 @@ def bert_fields(runlocal: bool) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None):
-  if arg not in (None, "", "runlocal"):
-    raise ValueError(f"unknown config argument '{arg}'; choose one of: runlocal")
-  runlocal = arg == "runlocal"
-  c = default_config()
-  c.task = "mlm"
+  runlocal = ARGS.parse(arg).runlocal
+  c = common.base_config("mlm")
   c.data.name = "sst2"
   c.data.corpus = "sst2"
   c.data.seq_len = 24

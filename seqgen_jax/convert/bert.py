@@ -3,6 +3,9 @@
 Segment (token-type) embeddings: our encoder takes single-segment input, so row 0 of BERT's
 token_type_embeddings is added into the position table, which gives identical embeddings for
 token_type_ids = 0 (what BertForSequenceClassification sees for one sentence).
+
+Axis key: D model width, N heads, H head width, Q = 3D fused query / key / value width,
+V vocabulary, P positions.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from seqgen_jax.convert.hf import (
   unsupported,
 )
 from seqgen_jax.errors import DataError
-from seqgen_jax.nn.transformer import EncoderClassifier, MaskedLM, build_encoder, stack_layer_params
+from seqgen_jax.nn.bert import EncoderClassifier, MaskedLM, build_encoder
+from seqgen_jax.nn.transformer import stack_layer_params
 
 BERT_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
                     "relu": "relu"}
@@ -71,21 +75,23 @@ def _encoder_params(t: Tensors, cfg: ml_collections.ConfigDict, scan_layers: boo
   for i in range(cfg.num_layers):
     p = f"encoder.layer.{i}."
     a = p + "attention.self."
-    qkv_w = np.concatenate([t(a + x + ".weight").T for x in ("query", "key", "value")], axis=1)
-    qkv_b = np.concatenate([t(a + x + ".bias") for x in ("query", "key", "value")])
+    qkv_w_DQ = np.concatenate([t(a + x + ".weight").T for x in ("query", "key", "value")],
+                              axis=1)
+    qkv_b_Q = np.concatenate([t(a + x + ".bias") for x in ("query", "key", "value")])
     layers[f"layers_{i}"] = {
-        "attn": {"qkv": {"kernel": qkv_w.reshape(d, 3 * n, h), "bias": qkv_b.reshape(3 * n, h)},
+        "attn": {"qkv": {"kernel": qkv_w_DQ.reshape(d, 3 * n, h),
+                         "bias": qkv_b_Q.reshape(3 * n, h)},
                  "out": {"kernel": t(p + "attention.output.dense.weight").T.reshape(n, h, d),
                          "bias": t(p + "attention.output.dense.bias")}},
         "ln1": layer_norm(t, p + "attention.output.LayerNorm"),
         "mlp": {"fc": linear(t(p + "intermediate.dense.weight"), t(p + "intermediate.dense.bias")),
                 "proj": linear(t(p + "output.dense.weight"), t(p + "output.dense.bias"))},
         "ln2": layer_norm(t, p + "output.LayerNorm")}
-  pos = t("embeddings.position_embeddings.weight")
+  pos_PD = t("embeddings.position_embeddings.weight")
   if t.has("embeddings.token_type_embeddings.weight"):
-    pos = pos + t("embeddings.token_type_embeddings.weight")[0]
+    pos_PD = pos_PD + t("embeddings.token_type_embeddings.weight")[0]
   return {"token_embed": {"embedding": t("embeddings.word_embeddings.weight")},
-          "pos_embed": {"embedding": pos},
+          "pos_embed": {"embedding": pos_PD},
           "embed_ln": layer_norm(t, "embeddings.LayerNorm"),
           "blocks": stack_layer_params(layers) if scan_layers else layers}
 
@@ -113,14 +119,14 @@ def load_bert_mlm(path: str | pathlib.Path, *, dtype: jnp.dtype | None = None,
   if not head.has("transform.dense.weight"):
     raise DataError(f"checkpoint {path} has no masked-LM head (cls.predictions.*); load it "
                     "with load_bert_classifier, or use a BertForMaskedLM checkpoint")
-  word = enc("embeddings.word_embeddings.weight")
-  if head.has("decoder.weight") and not np.array_equal(head("decoder.weight"), word):
+  word_VD = enc("embeddings.word_embeddings.weight")
+  if head.has("decoder.weight") and not np.array_equal(head("decoder.weight"), word_VD):
     raise DataError(f"checkpoint {path} has an MLM decoder that is not tied to the word "
                     "embeddings; the bert masked_lm ties them")
-  bias = head("bias") if head.has("bias") else head("decoder.bias")
+  bias_V = head("bias") if head.has("bias") else head("decoder.bias")
   params = {"encoder": _encoder_params(enc, cfg, scan_layers),
             "mlm_dense": linear(head("transform.dense.weight"), head("transform.dense.bias")),
-            "mlm_ln": layer_norm(head, "transform.LayerNorm"), "mlm_bias": bias}
+            "mlm_ln": layer_norm(head, "transform.LayerNorm"), "mlm_bias": bias_V}
   model = MaskedLM(build_encoder(cfg, **kwargs, dtype=dtype))
   check_shapes(model, params, *_example())
   return Imported(model, params, cfg, "masked_lm", kwargs)

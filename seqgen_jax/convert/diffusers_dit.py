@@ -5,6 +5,8 @@ official checkpoints copy it into every block); this importer takes block 0's an
 dict whose blocks disagree. The model built here must use diffusers' conventions:
 ``freq_shift=1`` (diffusers' DiT time embedding; the paper's code uses 0) and
 ``norm_eps=config["norm_eps"]`` (the final LayerNorm is 1e-6 in both).
+
+Axis key: D hidden width, C input channels, p patch size.
 """
 
 from __future__ import annotations
@@ -40,9 +42,9 @@ def convert_dit_state_dict(sd: dict[str, np.ndarray], depth: int) -> dict[str, A
         raise ConfigError(f"diffusers DiT import: block {i}'s time/label embedder differs from "
                           "block 0's (DiT has one shared embedder)")
   lin = lambda k: {"kernel": sd[f"{k}.weight"].T, "bias": sd[f"{k}.bias"]}
-  w = sd["pos_embed.proj.weight"]  # [D, C, p, p] -> Dense over flattened (p, p, C) patches
+  w_DCpp = sd["pos_embed.proj.weight"]  # -> a Dense over flattened (p, p, C) patches
   params = {
-      "x_embedder": {"kernel": w.transpose(2, 3, 1, 0).reshape(-1, w.shape[0]),
+      "x_embedder": {"kernel": w_DCpp.transpose(2, 3, 1, 0).reshape(-1, w_DCpp.shape[0]),
                      "bias": sd["pos_embed.proj.bias"]},
       "t_mlp_0": lin(f"{emb}.timestep_embedder.linear_1"),
       "t_mlp_1": lin(f"{emb}.timestep_embedder.linear_2"),

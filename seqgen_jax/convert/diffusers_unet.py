@@ -13,6 +13,9 @@ Usage::
   eps_BHWC = model.apply({"params": params}, x_BHWC, t_B)
 
 Inputs and outputs are NHWC here and NCHW in diffusers; the weights are transposed accordingly.
+
+Axis key: B batch, H, W height and width (of an image or a kernel), C channels, O, I a layer's
+output and input channels (torch convolutions are OIHW, flax ones HWIO).
 """
 
 from __future__ import annotations

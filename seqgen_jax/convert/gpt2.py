@@ -3,6 +3,8 @@
 GPT-2's Conv1D layers store [in, out] weights, already in flax's kernel layout; the fused
 c_attn columns are [all query heads | all key heads | all value heads], which is exactly our
 fused projection to (3N, H) heads.
+
+Axis key: D model width, N heads, H head width, F MLP width, V vocabulary, P positions.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from seqgen_jax.convert.hf import (
   unsupported,
 )
 from seqgen_jax.errors import DataError
-from seqgen_jax.nn.transformer import build_gpt, stack_layer_params
+from seqgen_jax.nn.gpt import build_gpt
+from seqgen_jax.nn.transformer import stack_layer_params
 
 GPT2_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu",
                     "relu": "relu"}
@@ -65,7 +68,7 @@ def load_gpt2(path: str | pathlib.Path, *, dtype: jnp.dtype | None = None,
   d, n = cfg.d_model, cfg.num_heads
   h = d // n
 
-  def ln(name):
+  def ln(name: str) -> dict:
     return {"scale": t(f"{name}.weight"), "bias": t(f"{name}.bias")}
 
   layers = {}
@@ -77,11 +80,11 @@ def load_gpt2(path: str | pathlib.Path, *, dtype: jnp.dtype | None = None,
                  "out": _conv1d(t, p + "attn.c_proj", (n, h, d), (d,))},
         "mlp": {"fc": _conv1d(t, p + "mlp.c_fc", (d, cfg.d_ff), (cfg.d_ff,)),
                 "proj": _conv1d(t, p + "mlp.c_proj", (cfg.d_ff, d), (d,))}}
-  wte = t("wte.weight")
-  if "lm_head.weight" in sd and not np.array_equal(np.asarray(sd["lm_head.weight"]), wte):
+  wte_VD = t("wte.weight")
+  if "lm_head.weight" in sd and not np.array_equal(np.asarray(sd["lm_head.weight"]), wte_VD):
     raise DataError(f"checkpoint {path} has an lm_head that is not tied to wte; the gpt model "
                     "ties its output projection to the token embeddings")
-  params = {"wte": {"embedding": wte}, "wpe": {"embedding": t("wpe.weight")},
+  params = {"wte": {"embedding": wte_VD}, "wpe": {"embedding": t("wpe.weight")},
             "decoder": stack_layer_params(layers) if scan_layers else layers,
             "ln_f": ln("ln_f")}
   kwargs = dict(vocab_size=hf["vocab_size"], max_len=hf["n_positions"])

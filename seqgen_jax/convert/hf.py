@@ -1,4 +1,7 @@
-"""Reading Hugging Face checkpoint directories: config.json plus safetensors or PyTorch weights."""
+"""Reading Hugging Face checkpoint directories: config.json plus safetensors or PyTorch weights.
+
+Axis key: O, I a torch layer's output and input features.
+"""
 
 from __future__ import annotations
 
@@ -114,13 +117,15 @@ def unsupported(path: Any, field: str, value: Any, allowed: str) -> DataError:
 class Tensors:
   """Named tensors of a checkpoint, with a one-line error for a missing one."""
 
-  def __init__(self, sd: dict[str, np.ndarray], path: Any, prefix: str = ""):
+  def __init__(self, sd: dict[str, np.ndarray], path: Any, prefix: str = "") -> None:
     self.sd, self.path, self.prefix = sd, path, prefix
 
   def has(self, name: str) -> bool:
+    """Whether the checkpoint holds ``prefix + name``."""
     return self.prefix + name in self.sd
 
   def __call__(self, name: str) -> np.ndarray:
+    """Tensor ``prefix + name`` as float32; a one-line DataError if it is missing."""
     key = self.prefix + name
     if key not in self.sd:
       raise DataError(f"checkpoint {self.path} has no tensor '{key}'")
@@ -145,11 +150,11 @@ def check_shapes(model: nn.Module, params: dict, *example_args: Any) -> None:
                     f"{', '.join(sorted(jax.tree_util.keystr(p) for p in extra))}")
 
 
-def linear(w: np.ndarray, b: np.ndarray | None) -> dict:
+def linear(w_OI: np.ndarray, b_O: np.ndarray | None) -> dict:
   """A torch nn.Linear ([out, in] weight) as a flax Dense ([in, out] kernel)."""
-  out = {"kernel": w.T}
-  if b is not None:
-    out["bias"] = b
+  out = {"kernel": w_OI.T}
+  if b_O is not None:
+    out["bias"] = b_O
   return out
 
 

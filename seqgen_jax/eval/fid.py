@@ -2,7 +2,7 @@
 
 Inception-v3 weights cannot be downloaded here, so the feature network is an
 ``image_classify`` run of the project's own classifier -- by default the pre-activation
-GroupNorm ResNet of seqgen_jax/nn/resnet.py (experiments/configs/{mnist,fmnist,cifar10}_resnet.py),
+GroupNorm ResNet of seqgen_jax/nn/resnet.py (experiments/configs/image_resnet.py),
 whose ``features(images) -> [B, D]`` (the pooled penultimate activations, D = 64 in those
 configs) stand in for Inception's pool3 features. FIDs from different feature networks are not
 comparable with each other, nor with published Inception FIDs.

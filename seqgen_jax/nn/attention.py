@@ -1,11 +1,17 @@
 """Scaled dot-product attention: masks, multi-head / grouped-query, cross-attention, KV cache.
 
-Two backends sit behind one argument, ``implementation``:
-  * ``"xla"``: the einsum reference below (float32 logits and softmax, attention dropout).
+Three backends sit behind one argument, ``implementation``:
+  * ``"xla"``: the einsum reference below (float32 logits and softmax, attention dropout); it
+    materialises the [T, S] scores, so its memory grows with T * S.
+  * ``"blockwise"``: FlashAttention-2's algorithm in pure JAX (nn/blockwise_attention.py): online
+    softmax over key blocks, causal block skipping, a custom VJP that recomputes the
+    probabilities; memory O(T). Any backend, any dtype (float32 accumulation), no dropout.
   * ``"cudnn"``: ``jax.nn.dot_product_attention(..., implementation="cudnn")``, cuDNN's fused
     flash-attention kernel (NVIDIA GPU, compute capability >= 8.0, bf16/fp16, no dropout). Asking
     for it where it cannot serve raises a one-line ConfigError that says why.
-  * ``"auto"``: cuDNN when it can serve the call, XLA otherwise.
+  * ``"auto"``: cuDNN when it can serve the call; otherwise blockwise when there are at least
+    ``AUTO_BLOCKWISE_MIN_KEYS`` keys and no dropout (where it measured faster than XLA, see
+    experiments/bench/attention_tflops.py), XLA otherwise.
 
 Axis key: B batch, T query positions, S key/value positions, N query heads, K key/value heads
 (N = K * G for grouped-query attention), G query heads per key/value head, H head width,
@@ -21,9 +27,12 @@ import jax
 import jax.numpy as jnp
 
 from seqgen_jax.errors import ConfigError
+from seqgen_jax.nn.blockwise_attention import blockwise_attention
 from seqgen_jax.nn.embeddings import apply_rotary
 
-IMPLEMENTATIONS = ("xla", "cudnn", "auto")
+IMPLEMENTATIONS = ("xla", "blockwise", "cudnn", "auto")
+# "auto" takes the blockwise path from this many keys on (when cuDNN cannot serve the call).
+AUTO_BLOCKWISE_MIN_KEYS = 1024
 
 
 def causal_mask(t: int, s: int | None = None) -> jax.Array:
@@ -75,18 +84,25 @@ def cudnn_unsupported_reason(q_BTNH: jax.Array, k_BSKH: jax.Array, *, dropout_ra
 
 def resolve_implementation(implementation: str, q_BTNH: jax.Array, k_BSKH: jax.Array, *,
                            dropout_rate: float = 0.0, has_mask: bool = False) -> str:
-  """"xla" or "cudnn" for this call: "auto" picks cuDNN where it can serve; an explicit "cudnn"
-  that cannot serve is a one-line ConfigError naming the reason."""
+  """"xla", "blockwise" or "cudnn" for this call. "auto" picks cuDNN where it can serve, else
+  blockwise for long key sequences without dropout, else XLA; an explicit backend that cannot
+  serve the call is a one-line ConfigError naming the reason."""
   check_implementation(implementation)
   if implementation == "xla":
     return "xla"
+  if implementation == "blockwise":
+    if dropout_rate > 0.0:
+      raise ConfigError(f"blockwise attention has no attention dropout (got {dropout_rate}); "
+                        "set the attention dropout to 0 or use attention implementation 'xla'")
+    return "blockwise"
   reason = cudnn_unsupported_reason(q_BTNH, k_BSKH, dropout_rate=dropout_rate, has_mask=has_mask)
   if reason is None:
     return "cudnn"
   if implementation == "auto":
-    return "xla"
+    long_keys = k_BSKH.shape[1] >= AUTO_BLOCKWISE_MIN_KEYS
+    return "blockwise" if long_keys and dropout_rate == 0.0 else "xla"
   raise ConfigError(f"cuDNN attention cannot serve this call: {reason}; "
-                    "use attention implementation 'xla' or 'auto'")
+                    "use attention implementation 'xla', 'blockwise' or 'auto'")
 
 
 def _as_4d(mask: jax.Array) -> jax.Array:
@@ -117,7 +133,7 @@ def _cudnn_attention(q_BTNH, k_BSKH, v_BSKH, mask, causal):
   t, s = q_BTNH.shape[1], k_BSKH.shape[1]
   if causal and t != s:
     # cuDNN's causal mask is aligned to the first key; ours to the last: pass it explicitly.
-    cm = causal_mask(t, s)
+    cm = _as_4d(causal_mask(t, s))
     mask = cm if mask is None else jnp.logical_and(_as_4d(mask), cm)
     causal = False
   if mask is not None:
@@ -135,8 +151,9 @@ def dot_product_attention(q_BTNH: jax.Array, k_BSNH: jax.Array, v_BSNH: jax.Arra
 
   Keys and values may have fewer heads than the queries (grouped-query attention: query head n
   reads key/value head n // G). ``causal`` aligns the keys to the end (query t sees keys
-  s <= t + S - T). With the XLA backend the logits and the softmax are float32 whatever the
-  input dtype; ``implementation`` is "xla", "cudnn" or "auto" (see the module docstring).
+  s <= t + S - T). With the XLA and blockwise backends the logits and the softmax are float32
+  whatever the input dtype; ``implementation`` is "xla", "blockwise", "cudnn" or "auto" (see
+  the module docstring).
   """
   n, kh = q_BTNH.shape[2], k_BSNH.shape[2]
   if n % kh:
@@ -145,8 +162,10 @@ def dot_product_attention(q_BTNH: jax.Array, k_BSNH: jax.Array, v_BSNH: jax.Arra
                                 has_mask=mask is not None)
   if impl == "cudnn":
     return _cudnn_attention(q_BTNH, k_BSNH, v_BSNH, mask, causal)
+  if impl == "blockwise":
+    return blockwise_attention(q_BTNH, k_BSNH, v_BSNH, mask=mask, causal=causal)
   if causal:
-    cm = causal_mask(q_BTNH.shape[1], k_BSNH.shape[1])
+    cm = _as_4d(causal_mask(q_BTNH.shape[1], k_BSNH.shape[1]))
     mask = cm if mask is None else jnp.logical_and(_as_4d(mask), cm)
   return _xla_attention(q_BTNH, k_BSNH, v_BSNH, mask, dropout_rate, dropout_rng)
 

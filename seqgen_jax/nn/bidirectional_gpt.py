@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from seqgen_jax.nn.attention import padding_mask
-from seqgen_jax.nn.transformer import GPT, BlockConfig, _check_len, build_gpt
+from seqgen_jax.nn.gpt import GPT, build_gpt
+from seqgen_jax.nn.transformer import BlockConfig, check_len
 from seqgen_jax.registry import MODELS
 
 
@@ -27,13 +28,14 @@ class BidirectionalGPT(GPT):
   """GPT with full (non-causal) self-attention; no KV cache (every position sees every other)."""
 
   def block_config(self) -> BlockConfig:
+    """GPT's block without the causal mask."""
     return dataclasses.replace(super().block_config(), causal=False)
 
   def __call__(self, tokens_BT: jax.Array, mask_BT: jax.Array | None = None, *,
                train: bool = False) -> jax.Array:
     """Float32 logits [B, T, V]; ``mask_BT`` (True = real token) hides padding keys."""
     t = tokens_BT.shape[1]
-    _check_len(t, self.max_len)
+    check_len(t, self.max_len)
     positions_BT = jnp.arange(t)[None, :]
     x_BTD = self._embed(tokens_BT, positions_BT, train)
     ctx = {"positions": positions_BT,
@@ -42,9 +44,12 @@ class BidirectionalGPT(GPT):
     return self._logits(x_BTD)
 
   def init_cache(self, batch_size: int, max_len: int) -> dict:
+    """Not available: raises NotImplementedError."""
     raise NotImplementedError("a bidirectional model has no incremental (KV-cache) decoding")
 
-  def decode(self, tokens_BT, cache, position):
+  def decode(self, tokens_BT: jax.Array, cache: dict, position: jax.Array
+             ) -> tuple[jax.Array, dict]:
+    """Not available: raises NotImplementedError."""
     raise NotImplementedError("a bidirectional model has no incremental (KV-cache) decoding")
 
 

@@ -18,8 +18,10 @@ Conditioning (``cond``, all keys optional):
             the null caption [BOS].
 Timesteps: ``t_B`` (int or float) is embedded as ``t * time_scale`` (see ``nn.unet``).
 
-Axis key: B batch, H height, W width, C channels, P patch size, L = (H/P)*(W/P) tokens,
-D width, N heads, K head width, S text positions, E text width.
+Axis key: B batch, H height, W width, C channels, P patch size, h = H/P and w = W/P the patch
+grid, L = h*w tokens, D width, M MLP width, N heads, K head width, S text (key) positions, E text
+width, F sinusoid frequencies (of the timestep or of a position), O output channels, X = P*P*O
+outputs per patch.
 """
 
 from __future__ import annotations
@@ -61,17 +63,19 @@ def dit_size(name: str) -> dict[str, int]:
 def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> np.ndarray:
   """Fixed [grid_h*grid_w, dim] table of MAE / DiT: first half encodes the column index, second
   half the row index, each as [sin, cos] with frequencies 1/10000^(i/(dim/4))."""
-  def one_d(d: int, pos: np.ndarray) -> np.ndarray:
-    omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
-    out = pos.reshape(-1)[:, None] * omega[None, :]
-    return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+  def one_d(d: int, pos_hw: np.ndarray) -> np.ndarray:
+    omega_F = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
+    angles_LF = pos_hw.reshape(-1)[:, None] * omega_F[None, :]
+    return np.concatenate([np.sin(angles_LF), np.cos(angles_LF)], axis=1)
 
-  rows, cols = np.meshgrid(np.arange(grid_h, dtype=np.float64),
-                           np.arange(grid_w, dtype=np.float64), indexing="ij")
-  return np.concatenate([one_d(dim // 2, cols), one_d(dim // 2, rows)], axis=1).astype(np.float32)
+  rows_hw, cols_hw = np.meshgrid(np.arange(grid_h, dtype=np.float64),
+                                 np.arange(grid_w, dtype=np.float64), indexing="ij")
+  return np.concatenate([one_d(dim // 2, cols_hw), one_d(dim // 2, rows_hw)],
+                        axis=1).astype(np.float32)
 
 
 def modulate(x_BLD: jax.Array, shift_BD: jax.Array, scale_BD: jax.Array) -> jax.Array:
+  """adaLN's x * (1 + scale) + shift, per example."""
   return x_BLD * (1 + scale_BD[:, None]) + shift_BD[:, None]
 
 
@@ -85,18 +89,20 @@ class _Attention(nn.Module):
   @nn.compact
   def __call__(self, x_BLD: jax.Array, context_BSE: jax.Array | None = None,
                mask_BS: jax.Array | None = None) -> jax.Array:
+    """Self-attention over ``x_BLD``, or cross-attention to ``context_BSE`` (keys masked by
+    ``mask_BS``, True = real token); [B, L, D]."""
     b, length, d = x_BLD.shape
     n, k = self.num_heads, d // self.num_heads
-    if context_BSE is None:
-      qkv = nn.Dense(3 * d, kernel_init=xavier, dtype=self.dtype, name="qkv")(x_BLD)
-      q, kk, v = jnp.moveaxis(qkv.reshape(b, length, 3, n, k), 2, 0)
+    if context_BSE is None:  # keys are the L tokens themselves: S = L
+      qkv_BL3D = nn.Dense(3 * d, kernel_init=xavier, dtype=self.dtype, name="qkv")(x_BLD)
+      q_BLNK, k_BSNK, v_BSNK = jnp.moveaxis(qkv_BL3D.reshape(b, length, 3, n, k), 2, 0)
     else:
-      q = nn.Dense(d, kernel_init=xavier, dtype=self.dtype, name="q")(x_BLD).reshape(
+      q_BLNK = nn.Dense(d, kernel_init=xavier, dtype=self.dtype, name="q")(x_BLD).reshape(
           b, length, n, k)
-      kv = nn.Dense(2 * d, kernel_init=xavier, dtype=self.dtype, name="kv")(context_BSE)
-      kk, v = jnp.moveaxis(kv.reshape(b, context_BSE.shape[1], 2, n, k), 2, 0)
-    mask = None if mask_BS is None else mask_BS[:, None, None, :].astype(bool)
-    o_BLNK = dot_product_attention(q, kk, v, mask=mask)
+      kv_BS2D = nn.Dense(2 * d, kernel_init=xavier, dtype=self.dtype, name="kv")(context_BSE)
+      k_BSNK, v_BSNK = jnp.moveaxis(kv_BS2D.reshape(b, context_BSE.shape[1], 2, n, k), 2, 0)
+    mask_B11S = None if mask_BS is None else mask_BS[:, None, None, :].astype(bool)
+    o_BLNK = dot_product_attention(q_BLNK, k_BSNK, v_BSNK, mask=mask_B11S)
     return nn.Dense(d, kernel_init=self.out_init, dtype=self.dtype, name="proj")(
         o_BLNK.reshape(b, length, d))
 
@@ -113,23 +119,26 @@ class DiTBlock(nn.Module):
   @nn.compact
   def __call__(self, x_BLD: jax.Array, c_BD: jax.Array,
                context: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+    """The block applied to ``x_BLD`` under conditioning ``c_BD``; ``context``: (text_BSE,
+    mask_BS) for the cross-attention."""
     d = x_BLD.shape[-1]
     ln = lambda: nn.LayerNorm(self.norm_eps, use_scale=False, use_bias=False, dtype=self.dtype)
-    mod = nn.Dense(6 * d, kernel_init=zeros, dtype=self.dtype, name="adaLN_modulation")(
+    mod_B6D = nn.Dense(6 * d, kernel_init=zeros, dtype=self.dtype, name="adaLN_modulation")(
         nn.silu(c_BD))
-    shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(mod, 6, axis=-1)
-    h = _Attention(self.num_heads, dtype=self.dtype, name="attn")(
-        modulate(ln()(x_BLD), shift1, scale1))
-    x_BLD = x_BLD + gate1[:, None] * h
+    shift1_BD, scale1_BD, gate1_BD, shift2_BD, scale2_BD, gate2_BD = jnp.split(mod_B6D, 6, axis=-1)
+    h_BLD = _Attention(self.num_heads, dtype=self.dtype, name="attn")(
+        modulate(ln()(x_BLD), shift1_BD, scale1_BD))
+    x_BLD = x_BLD + gate1_BD[:, None] * h_BLD
     if self.cross_attention:
-      h = nn.LayerNorm(self.norm_eps, dtype=self.dtype, name="norm_xattn")(x_BLD)
+      h_BLD = nn.LayerNorm(self.norm_eps, dtype=self.dtype, name="norm_xattn")(x_BLD)
       x_BLD = x_BLD + _Attention(self.num_heads, out_init=zeros, dtype=self.dtype,
-                                 name="xattn")(h, *context)
-    h = modulate(ln()(x_BLD), shift2, scale2)
-    h = nn.Dense(int(d * self.mlp_ratio), kernel_init=xavier, dtype=self.dtype, name="fc1")(h)
-    h = nn.Dense(d, kernel_init=xavier, dtype=self.dtype, name="fc2")(
-        nn.gelu(h, approximate=True))
-    return x_BLD + gate2[:, None] * h
+                                 name="xattn")(h_BLD, *context)
+    h_BLD = modulate(ln()(x_BLD), shift2_BD, scale2_BD)
+    h_BLM = nn.Dense(int(d * self.mlp_ratio), kernel_init=xavier, dtype=self.dtype, name="fc1")(
+        h_BLD)
+    h_BLD = nn.Dense(d, kernel_init=xavier, dtype=self.dtype, name="fc2")(
+        nn.gelu(h_BLM, approximate=True))
+    return x_BLD + gate2_BD[:, None] * h_BLD
 
 
 class DiT(nn.Module):
@@ -154,7 +163,8 @@ class DiT(nn.Module):
   text_heads: int = 4
   dtype: Any = None
 
-  def embed_conditioning(self, t_B: jax.Array, cond: dict, batch: int):
+  def embed_conditioning(self, t_B: jax.Array, cond: dict, batch: int
+                         ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
     """c [B, D] (time + label + pooled text) and the cross-attention context (or None)."""
     allowed = ("label", "text_tokens", "text_mask")
     unknown = sorted(set(cond) - set(allowed))
@@ -176,21 +186,22 @@ class DiT(nn.Module):
     context = None
     if self.text_vocab_size > 0:
       if "text_tokens" in cond:
-        tokens = cond["text_tokens"]
-        mask = cond.get("text_mask", jnp.ones(tokens.shape, bool))
+        tokens_BS = cond["text_tokens"]
+        mask_BS = cond.get("text_mask", jnp.ones(tokens_BS.shape, bool))
       else:
-        tokens, mask = null_text(batch)
+        tokens_BS, mask_BS = null_text(batch)
       text_BSE, pooled_BE = TextEncoder(self.text_vocab_size, self.text_max_len, self.text_width,
                                         self.text_layers, self.text_heads, dtype=self.dtype,
-                                        name="text_encoder")(tokens, mask)
+                                        name="text_encoder")(tokens_BS, mask_BS)
       c_BD = c_BD + nn.Dense(d, kernel_init=xavier, dtype=self.dtype, name="text_pool_proj")(
           pooled_BE)
-      context = (text_BSE, mask)
+      context = (text_BSE, mask_BS)
     return c_BD, context
 
   @nn.compact
   def __call__(self, x_BHWC: jax.Array, t_B: jax.Array, *, cond: dict | None = None,
                train: bool = False) -> jax.Array:
+    """The prediction [B, H, W, O] (float32) for the noisy input ``x_BHWC`` at times ``t_B``."""
     del train  # DiT uses no dropout
     b, hh, ww, c = x_BHWC.shape
     p, d = self.patch_size, self.hidden_size
@@ -200,22 +211,22 @@ class DiT(nn.Module):
     x_BHWC = x_BHWC.astype(self.dtype or x_BHWC.dtype)
     # Patchify = a p x p stride-p conv, written as a Dense over flattened (p, p, C) patches so the
     # Xavier fan-in/out match the paper's code (which flattens the conv kernel).
-    patches = x_BHWC.reshape(b, gh, p, gw, p, c).transpose(0, 1, 3, 2, 4, 5)
+    patches_BhwPPC = x_BHWC.reshape(b, gh, p, gw, p, c).transpose(0, 1, 3, 2, 4, 5)
     x_BLD = nn.Dense(d, kernel_init=xavier, dtype=self.dtype, name="x_embedder")(
-        patches.reshape(b, gh * gw, p * p * c))
+        patches_BhwPPC.reshape(b, gh * gw, p * p * c))
     x_BLD = x_BLD + jnp.asarray(sincos_pos_embed_2d(d, gh, gw), x_BLD.dtype)[None]
     c_BD, context = self.embed_conditioning(t_B, dict(cond or {}), b)
     for i in range(self.depth):
       x_BLD = DiTBlock(self.num_heads, self.mlp_ratio, self.norm_eps, context is not None,
                        self.dtype, name=f"block_{i}")(x_BLD, c_BD, context)
-    shift, scale = jnp.split(
+    shift_BD, scale_BD = jnp.split(
         nn.Dense(2 * d, kernel_init=zeros, dtype=self.dtype, name="final_adaLN_modulation")(
             nn.silu(c_BD)), 2, axis=-1)
-    h = nn.LayerNorm(self.norm_eps, use_scale=False, use_bias=False, dtype=self.dtype)(x_BLD)
-    h = nn.Dense(p * p * self.out_channels, kernel_init=zeros, dtype=self.dtype,
-                 name="final_linear")(modulate(h, shift, scale))
-    out = h.reshape(b, gh, gw, p, p, self.out_channels).transpose(0, 1, 3, 2, 4, 5)
-    return out.reshape(b, hh, ww, self.out_channels).astype(jnp.float32)
+    h_BLD = nn.LayerNorm(self.norm_eps, use_scale=False, use_bias=False, dtype=self.dtype)(x_BLD)
+    y_BLX = nn.Dense(p * p * self.out_channels, kernel_init=zeros, dtype=self.dtype,
+                     name="final_linear")(modulate(h_BLD, shift_BD, scale_BD))
+    y_BhPwPO = y_BLX.reshape(b, gh, gw, p, p, self.out_channels).transpose(0, 1, 3, 2, 4, 5)
+    return y_BhPwPO.reshape(b, hh, ww, self.out_channels).astype(jnp.float32)
 
 
 _DIT_FIELDS = ("patch_size", "hidden_size", "depth", "num_heads", "mlp_ratio", "norm_eps",

@@ -1,6 +1,7 @@
 """Token and position embeddings.
 
-Axis key: B batch, T time / sequence position, D model width, V vocabulary.
+Axis key: B batch, T time / sequence position, P table rows (max_len), D model width, N heads,
+H head width, F frequencies (D/2 or H/2: sin/cos or rotary pairs).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ def sinusoidal_positions(num_positions: int, dim: int,
   if dim % 2:
     raise ValueError(f"sinusoidal positions need an even width, got {dim}")
   pos_T1 = jnp.arange(num_positions, dtype=jnp.float32)[:, None]
-  inv_freq = jnp.exp(-math.log(max_timescale) * jnp.arange(0, dim, 2, dtype=jnp.float32) / dim)
-  angles = pos_T1 * inv_freq[None, :]
-  return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+  inv_freq_F = jnp.exp(-math.log(max_timescale) * jnp.arange(0, dim, 2, dtype=jnp.float32) / dim)
+  angles_TF = pos_T1 * inv_freq_F[None, :]
+  return jnp.concatenate([jnp.sin(angles_TF), jnp.cos(angles_TF)], axis=-1)
 
 
 class LearnedPositions(nn.Module):
@@ -33,18 +34,19 @@ class LearnedPositions(nn.Module):
 
   @nn.compact
   def __call__(self, positions_BT: jax.Array) -> jax.Array:
-    table = self.param("embedding", nn.initializers.normal(self.init_std),
-                       (self.max_len, self.dim))
-    out = jnp.take(table, positions_BT, axis=0)
-    return out if self.dtype is None else out.astype(self.dtype)
+    """The table's rows at ``positions_BT``: [B, T, D]."""
+    table_PD = self.param("embedding", nn.initializers.normal(self.init_std),
+                          (self.max_len, self.dim))
+    out_BTD = jnp.take(table_PD, positions_BT, axis=0)
+    return out_BTD if self.dtype is None else out_BTD.astype(self.dtype)
 
 
 def rotary_angles(positions_BT: jax.Array, head_dim: int, base: float = 10_000.0) -> jax.Array:
   """Rotary angles pos * base^(-2i / H) for i < H / 2: [B, T, H / 2] float32."""
   if head_dim % 2:
     raise ValueError(f"rotary positions need an even head size, got {head_dim}")
-  inv_freq = base ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
-  return positions_BT.astype(jnp.float32)[..., None] * inv_freq
+  inv_freq_F = base ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
+  return positions_BT.astype(jnp.float32)[..., None] * inv_freq_F
 
 
 def apply_rotary(x_BTNH: jax.Array, positions_BT: jax.Array, *,
@@ -57,10 +59,11 @@ def apply_rotary(x_BTNH: jax.Array, positions_BT: jax.Array, *,
   """
   h = x_BTNH.shape[-1]
   ang_BT1F = rotary_angles(positions_BT, h, base)[:, :, None, :]
-  cos, sin = jnp.cos(ang_BT1F), jnp.sin(ang_BT1F)
-  x1, x2 = jnp.split(x_BTNH.astype(jnp.float32), 2, axis=-1)
-  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-  return out.astype(x_BTNH.dtype)
+  cos_BT1F, sin_BT1F = jnp.cos(ang_BT1F), jnp.sin(ang_BT1F)
+  x1_BTNF, x2_BTNF = jnp.split(x_BTNH.astype(jnp.float32), 2, axis=-1)
+  out_BTNH = jnp.concatenate([x1_BTNF * cos_BT1F - x2_BTNF * sin_BT1F,
+                              x2_BTNF * cos_BT1F + x1_BTNF * sin_BT1F], axis=-1)
+  return out_BTNH.astype(x_BTNH.dtype)
 
 
 def timestep_embedding(t_B: jax.Array, dim: int, max_period: float = 10_000.0, *,
@@ -74,11 +77,11 @@ def timestep_embedding(t_B: jax.Array, dim: int, max_period: float = 10_000.0, *
   Ho et al.'s DDPM embedding (shift 1); DiT (Peebles & Xie) uses flip_sin_to_cos=True, shift 0.
   """
   half = dim // 2
-  exponent = -math.log(max_period) * jnp.arange(half, dtype=jnp.float32)
-  freqs = jnp.exp(exponent / (half - downscale_freq_shift))
-  args_BF = scale * jnp.asarray(t_B, jnp.float32)[:, None] * freqs[None, :]
-  sin, cos = jnp.sin(args_BF), jnp.cos(args_BF)
-  emb_BD = jnp.concatenate([cos, sin] if flip_sin_to_cos else [sin, cos], axis=-1)
+  exponent_F = -math.log(max_period) * jnp.arange(half, dtype=jnp.float32)
+  freqs_F = jnp.exp(exponent_F / (half - downscale_freq_shift))
+  args_BF = scale * jnp.asarray(t_B, jnp.float32)[:, None] * freqs_F[None, :]
+  sin_BF, cos_BF = jnp.sin(args_BF), jnp.cos(args_BF)
+  emb_BD = jnp.concatenate([cos_BF, sin_BF] if flip_sin_to_cos else [sin_BF, cos_BF], axis=-1)
   if dim % 2:
     emb_BD = jnp.pad(emb_BD, ((0, 0), (0, 1)))
   return emb_BD

@@ -26,7 +26,8 @@ Each layer takes and returns its state: ``layer(x_BTI, mask_BT, h0_BH) -> (y_BTO
 ``reverse=True`` runs from the end (the backward half of a bidirectional block). Recurrence
 math runs in float32 (complex64 for the LRU) whatever the compute dtype.
 
-Axis key: B batch, T time, I input features, H hidden units (LRU: N state size), O outputs.
+Axis key: B batch, T time, I input features, H hidden units (the LRU: its input and output
+width), N the LRU's complex state size, O outputs, P = parts * H fused projections.
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ def linear_recurrence(a_BTH: jax.Array, b_BTH: jax.Array, h0_BH: jax.Array, *,
   def combine(e1, e2):
     return e1[0] * e2[0], e2[0] * e1[1] + e2[1]
 
-  a_cum, b_cum = jax.lax.associative_scan(combine, (a_BTH, b_BTH), axis=1)
-  return a_cum * h0_BH[:, None] + b_cum  # (prod of a) h0 + the scanned inputs
+  a_cum_BTH, b_cum_BTH = jax.lax.associative_scan(combine, (a_BTH, b_BTH), axis=1)
+  return a_cum_BTH * h0_BH[:, None] + b_cum_BTH  # (prod of a) h0 + the scanned inputs
 
 
 def log_linear_recurrence(log_a_BTH: jax.Array, log_b_BTH: jax.Array, h0_BH: jax.Array, *,
@@ -92,11 +93,11 @@ def log_linear_recurrence(log_a_BTH: jax.Array, log_b_BTH: jax.Array, h0_BH: jax
     first = (log_a_BTH[:, 0], log_b_BTH[:, 0])
     rest = (log_a_BTH[:, 1:].swapaxes(0, 1), log_b_BTH[:, 1:].swapaxes(0, 1))
     _, (la_TBH, lb_TBH) = jax.lax.scan(body, first, rest)
-    la = jnp.concatenate([first[0][:, None], la_TBH.swapaxes(0, 1)], axis=1)
-    lb = jnp.concatenate([first[1][:, None], lb_TBH.swapaxes(0, 1)], axis=1)
+    la_BTH = jnp.concatenate([first[0][:, None], la_TBH.swapaxes(0, 1)], axis=1)
+    lb_BTH = jnp.concatenate([first[1][:, None], lb_TBH.swapaxes(0, 1)], axis=1)
   else:
-    la, lb = jax.lax.associative_scan(combine, (log_a_BTH, log_b_BTH), axis=1)
-  return jnp.exp(la) * h0_BH[:, None] + jnp.exp(lb)
+    la_BTH, lb_BTH = jax.lax.associative_scan(combine, (log_a_BTH, log_b_BTH), axis=1)
+  return jnp.exp(la_BTH) * h0_BH[:, None] + jnp.exp(lb_BTH)
 
 
 def g_positive(x: jax.Array) -> jax.Array:
@@ -124,24 +125,28 @@ class _MinRNN(nn.Module):
   param_dtype: Any = f32
 
   def initial_state(self, batch_size: int) -> jax.Array:
+    """Zeros [B, H] float32."""
     return jnp.zeros((batch_size, self.hidden_size), f32)
 
   def _proj(self, x_BTI: jax.Array, parts: int) -> list[jax.Array]:
-    k = nn.Dense(parts * self.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype,
-                 name="proj")(x_BTI)
-    return jnp.split(k.astype(f32), parts, axis=-1)
+    k_BTP = nn.Dense(parts * self.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype,
+                     name="proj")(x_BTI)
+    return jnp.split(k_BTP.astype(f32), parts, axis=-1)
 
-  def _scan(self, coef_a, coef_b, mask_BT, h0_BH):
-    b, t = coef_a.shape[:2]
-    m = (jnp.ones((b, t), bool) if mask_BT is None else mask_BT.astype(bool))[..., None]
+  def _scan(self, coef_a_BTH, coef_b_BTH, mask_BT, h0_BH):
+    b, t = coef_a_BTH.shape[:2]
+    m_BT1 = (jnp.ones((b, t), bool) if mask_BT is None else mask_BT.astype(bool))[..., None]
     h0_BH = self.initial_state(b) if h0_BH is None else h0_BH.astype(f32)
     if self.log_space:
-      h = log_linear_recurrence(jnp.where(m, coef_a, 0.0), jnp.where(m, coef_b, _LOG_ZERO),
-                                h0_BH, scan_impl=self.scan_impl, reverse=self.reverse)
+      h_BTH = log_linear_recurrence(
+          jnp.where(m_BT1, coef_a_BTH, 0.0), jnp.where(m_BT1, coef_b_BTH, _LOG_ZERO), h0_BH,
+          scan_impl=self.scan_impl, reverse=self.reverse)
     else:
-      h = linear_recurrence(jnp.where(m, coef_a, 1.0), jnp.where(m, coef_b, 0.0), h0_BH,
-                            scan_impl=self.scan_impl, reverse=self.reverse)
-    return jnp.where(m, h, 0.0).astype(self.dtype or f32), _final(h, self.reverse)
+      h_BTH = linear_recurrence(jnp.where(m_BT1, coef_a_BTH, 1.0),
+                                jnp.where(m_BT1, coef_b_BTH, 0.0), h0_BH,
+                                scan_impl=self.scan_impl, reverse=self.reverse)
+    return (jnp.where(m_BT1, h_BTH, 0.0).astype(self.dtype or f32),
+            _final(h_BTH, self.reverse))
 
 
 class MinGRU(_MinRNN):
@@ -150,12 +155,13 @@ class MinGRU(_MinRNN):
   @nn.compact
   def __call__(self, x_BTI: jax.Array, mask_BT: jax.Array | None = None,
                h0_BH: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-    k_z, k_h = self._proj(x_BTI, 2)
+    """(outputs [B, T, H], final state [B, H]) from the state ``h0_BH`` (None: zeros)."""
+    kz_BTH, kh_BTH = self._proj(x_BTI, 2)
     if self.log_space:  # log(1 - z) = -softplus(k), log z = -softplus(-k)
-      return self._scan(-jax.nn.softplus(k_z), -jax.nn.softplus(-k_z) + log_g(k_h), mask_BT,
-                        h0_BH)
-    z = jax.nn.sigmoid(k_z)
-    return self._scan(1.0 - z, z * k_h, mask_BT, h0_BH)
+      return self._scan(-jax.nn.softplus(kz_BTH), -jax.nn.softplus(-kz_BTH) + log_g(kh_BTH),
+                        mask_BT, h0_BH)
+    z_BTH = jax.nn.sigmoid(kz_BTH)
+    return self._scan(1.0 - z_BTH, z_BTH * kh_BTH, mask_BT, h0_BH)
 
 
 class MinLSTM(_MinRNN):
@@ -164,14 +170,15 @@ class MinLSTM(_MinRNN):
   @nn.compact
   def __call__(self, x_BTI: jax.Array, mask_BT: jax.Array | None = None,
                h0_BH: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-    k_f, k_i, k_h = self._proj(x_BTI, 3)
+    """(outputs [B, T, H], final state [B, H]) from the state ``h0_BH`` (None: zeros)."""
+    kf_BTH, ki_BTH, kh_BTH = self._proj(x_BTI, 3)
     if self.log_space:
       # log f' = -softplus(log i - log f), log i' = -softplus(log f - log i).
-      diff = jax.nn.softplus(-k_f) - jax.nn.softplus(-k_i)
-      return self._scan(-jax.nn.softplus(diff), -jax.nn.softplus(-diff) + log_g(k_h), mask_BT,
-                        h0_BH)
-    f, i = jax.nn.sigmoid(k_f), jax.nn.sigmoid(k_i)
-    return self._scan(f / (f + i), i / (f + i) * k_h, mask_BT, h0_BH)
+      diff_BTH = jax.nn.softplus(-kf_BTH) - jax.nn.softplus(-ki_BTH)
+      return self._scan(-jax.nn.softplus(diff_BTH), -jax.nn.softplus(-diff_BTH) + log_g(kh_BTH),
+                        mask_BT, h0_BH)
+    f_BTH, i_BTH = jax.nn.sigmoid(kf_BTH), jax.nn.sigmoid(ki_BTH)
+    return self._scan(f_BTH / (f_BTH + i_BTH), i_BTH / (f_BTH + i_BTH) * kh_BTH, mask_BT, h0_BH)
 
 
 def _ring_init(r_min: float, r_max: float, max_phase: float):
@@ -205,40 +212,42 @@ class LRU(nn.Module):
   param_dtype: Any = f32
 
   def initial_state(self, batch_size: int) -> jax.Array:
+    """Zeros [B, N] complex64."""
     return jnp.zeros((batch_size, self.state_size), jnp.complex64)
 
   @nn.compact
   def __call__(self, u_BTH: jax.Array, mask_BT: jax.Array | None = None,
                h0_BN: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """(outputs [B, T, H], final complex state [B, N]) from ``h0_BN`` (None: zeros)."""
     h, n = u_BTH.shape[-1], self.state_size
     nu_init, theta_init = _ring_init(self.r_min, self.r_max, self.max_phase)
-    nu_log = self.param("nu_log", nu_init, (n,), self.param_dtype).astype(f32)
-    theta_log = self.param("theta_log", theta_init, (n,), self.param_dtype).astype(f32)
+    nu_log_N = self.param("nu_log", nu_init, (n,), self.param_dtype).astype(f32)
+    theta_log_N = self.param("theta_log", theta_init, (n,), self.param_dtype).astype(f32)
 
     def gamma_init(key, shape, dtype=f32):  # from the initial |lambda| = exp(-exp(nu_log))
-      return 0.5 * jnp.log(1.0 - jnp.exp(-2.0 * jnp.exp(nu_log.astype(dtype))))
+      return 0.5 * jnp.log(1.0 - jnp.exp(-2.0 * jnp.exp(nu_log_N.astype(dtype))))
 
-    gamma_log = self.param("gamma_log", gamma_init, (n,), self.param_dtype).astype(f32)
+    gamma_log_N = self.param("gamma_log", gamma_init, (n,), self.param_dtype).astype(f32)
     normal = nn.initializers.normal
-    b_re = self.param("B_re", normal(1 / math.sqrt(2 * h)), (h, n), self.param_dtype)
-    b_im = self.param("B_im", normal(1 / math.sqrt(2 * h)), (h, n), self.param_dtype)
-    c_re = self.param("C_re", normal(1 / math.sqrt(n)), (n, h), self.param_dtype)
-    c_im = self.param("C_im", normal(1 / math.sqrt(n)), (n, h), self.param_dtype)
-    d = self.param("D", normal(1.0), (h,), self.param_dtype)
+    b_re_HN = self.param("B_re", normal(1 / math.sqrt(2 * h)), (h, n), self.param_dtype)
+    b_im_HN = self.param("B_im", normal(1 / math.sqrt(2 * h)), (h, n), self.param_dtype)
+    c_re_NH = self.param("C_re", normal(1 / math.sqrt(n)), (n, h), self.param_dtype)
+    c_im_NH = self.param("C_im", normal(1 / math.sqrt(n)), (n, h), self.param_dtype)
+    d_H = self.param("D", normal(1.0), (h,), self.param_dtype)
 
     dt = self.dtype or f32
-    u = u_BTH.astype(dt)
-    lam_N = jnp.exp(jax.lax.complex(-jnp.exp(nu_log), jnp.exp(theta_log)))
-    gamma = jnp.exp(gamma_log)
-    bu_BTN = jax.lax.complex((u @ b_re.astype(dt)).astype(f32) * gamma,
-                             (u @ b_im.astype(dt)).astype(f32) * gamma)
+    u_BTH = u_BTH.astype(dt)
+    lam_N = jnp.exp(jax.lax.complex(-jnp.exp(nu_log_N), jnp.exp(theta_log_N)))
+    gamma_N = jnp.exp(gamma_log_N)
+    bu_BTN = jax.lax.complex((u_BTH @ b_re_HN.astype(dt)).astype(f32) * gamma_N,
+                             (u_BTH @ b_im_HN.astype(dt)).astype(f32) * gamma_N)
     b, t = u_BTH.shape[:2]
-    m = (jnp.ones((b, t), bool) if mask_BT is None else mask_BT.astype(bool))[..., None]
-    h0 = self.initial_state(b) if h0_BN is None else h0_BN.astype(jnp.complex64)
-    a_BTN = jnp.where(m, jnp.broadcast_to(lam_N, bu_BTN.shape), 1.0 + 0j)
-    x_BTN = linear_recurrence(a_BTN, jnp.where(m, bu_BTN, 0j), h0, scan_impl=self.scan_impl,
-                              reverse=self.reverse)
-    y = ((x_BTN.real.astype(dt) @ c_re.astype(dt)).astype(f32)
-         - (x_BTN.imag.astype(dt) @ c_im.astype(dt)).astype(f32)
-         + d.astype(f32) * u.astype(f32))
-    return jnp.where(m, y, 0.0).astype(dt), _final(x_BTN, self.reverse)
+    m_BT1 = (jnp.ones((b, t), bool) if mask_BT is None else mask_BT.astype(bool))[..., None]
+    h0_BN = self.initial_state(b) if h0_BN is None else h0_BN.astype(jnp.complex64)
+    a_BTN = jnp.where(m_BT1, jnp.broadcast_to(lam_N, bu_BTN.shape), 1.0 + 0j)
+    x_BTN = linear_recurrence(a_BTN, jnp.where(m_BT1, bu_BTN, 0j), h0_BN,
+                              scan_impl=self.scan_impl, reverse=self.reverse)
+    y_BTH = ((x_BTN.real.astype(dt) @ c_re_NH.astype(dt)).astype(f32)
+             - (x_BTN.imag.astype(dt) @ c_im_NH.astype(dt)).astype(f32)
+             + d_H.astype(f32) * u_BTH.astype(f32))
+    return jnp.where(m_BT1, y_BTH, 0.0).astype(dt), _final(x_BTN, self.reverse)

@@ -12,7 +12,8 @@ at training and test time, and usable as a fixed feature extractor (``features``
 ``features(images) -> [B, 4w]`` is the pooled penultimate activation; the project uses it as the
 FID feature network (seqgen_jax/eval/fid.py), since Inception weights cannot be downloaded here.
 
-Axis key: B batch, H height, W width, C channels (input), D features, K classes.
+Axis key: B batch, H height, W width, C channels (input), D features, K classes; r x r: the
+current stage's resolution.
 """
 
 from __future__ import annotations
@@ -52,19 +53,21 @@ class PreActBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+    """The block applied to ``x_BHWC`` (H, W, C: this block's input): [B, H/s, W/s, width]."""
     act = ACTIVATIONS[self.activation]
     conv = lambda w, k, s, name: nn.Conv(w, (k, k), strides=(s, s), padding="SAME",
                                          use_bias=False, dtype=self.dtype, name=name)
-    h = act(nn.GroupNorm(_groups(x_BHWC.shape[-1], self.groups), dtype=self.dtype,
-                         name="norm1")(x_BHWC))
+    h_BHWC = act(nn.GroupNorm(_groups(x_BHWC.shape[-1], self.groups), dtype=self.dtype,
+                              name="norm1")(x_BHWC))
     # The shortcut sees the pre-activated input when it has to be projected (He et al. 2016).
-    shortcut = x_BHWC
+    shortcut_BrrD = x_BHWC
     if self.stride != 1 or x_BHWC.shape[-1] != self.width:
-      shortcut = conv(self.width, 1, self.stride, "proj")(h)
-    h = conv(self.width, 3, self.stride, "conv1")(h)
-    h = act(nn.GroupNorm(_groups(self.width, self.groups), dtype=self.dtype, name="norm2")(h))
-    h = conv(self.width, 3, 1, "conv2")(h)
-    return shortcut + h
+      shortcut_BrrD = conv(self.width, 1, self.stride, "proj")(h_BHWC)
+    h_BrrD = conv(self.width, 3, self.stride, "conv1")(h_BHWC)
+    h_BrrD = act(nn.GroupNorm(_groups(self.width, self.groups), dtype=self.dtype, name="norm2")(
+        h_BrrD))
+    h_BrrD = conv(self.width, 3, 1, "conv2")(h_BrrD)
+    return shortcut_BrrD + h_BrrD
 
 
 class ResNet(nn.Module):
@@ -97,17 +100,19 @@ class ResNet(nn.Module):
     if tuple(images_BHWC.shape[1:]) != tuple(self.image_shape):
       raise ValueError(f"images have shape {images_BHWC.shape[1:]}, the model was built for "
                        f"{tuple(self.image_shape)}")
-    h = self.stem(jnp.asarray(images_BHWC, self.dtype or jnp.float32))
+    h_BrrD = self.stem(jnp.asarray(images_BHWC, self.dtype or jnp.float32))
     for block in self.blocks:
-      h = block(h)
-    h = ACTIVATIONS[self.activation](self.final_norm(h))
-    return jnp.mean(h, axis=(1, 2)).astype(jnp.float32)
+      h_BrrD = block(h_BrrD)
+    h_BrrD = ACTIVATIONS[self.activation](self.final_norm(h_BrrD))
+    return jnp.mean(h_BrrD, axis=(1, 2)).astype(jnp.float32)
 
   def __call__(self, images_BHWC: jax.Array, *, train: bool = False) -> jax.Array:
+    """Float32 class logits [B, K]."""
     del train  # no dropout and no batch statistics: training and test forward passes agree
     return self.head(self.features(images_BHWC)).astype(jnp.float32)
 
   def feature_dim(self) -> int:
+    """D, the width of ``features``: the last stage's channels."""
     return self.width * 2**(self.num_stages - 1)
 
 

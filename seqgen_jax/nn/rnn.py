@@ -35,8 +35,8 @@ on a GPU and falls back to the scan elsewhere.
 
 Gates and states are computed in float32 whatever the compute dtype (the matmuls use it).
 
-Axis key: B batch, T time, I input features, H hidden units, G gates * H, N layers * directions,
-d direction.
+Axis key: B batch, T time, I input features (of the layer at hand), H hidden units, G gates * H,
+N layers * directions, d direction.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ from seqgen_jax.errors import ConfigError
 
 State = tuple[jax.Array, ...]
 Weights = dict[str, jax.Array]
+Precision = jax.lax.PrecisionLike
 f32 = jnp.float32
 
 RNN_IMPLS = ("scan", "cudnn")
@@ -71,41 +72,41 @@ def check_choice(what: str, value: Any, allowed: Sequence[Any]) -> None:
 # ------------------------------------------------------------------------------ pure step math
 
 
-def project_inputs(w: Weights, x_BTI: jax.Array, precision=None) -> jax.Array:
+def project_inputs(w: Weights, x_BTI: jax.Array, precision: Precision = None) -> jax.Array:
   """W_ih x + b_ih for every step at once: [..., I] -> [..., G*H]."""
-  x = x_BTI.astype(w["w_ih"].dtype)
-  return jnp.matmul(x, w["w_ih"], precision=precision) + w["b_ih"]
+  x_BTI = x_BTI.astype(w["w_ih"].dtype)
+  return jnp.matmul(x_BTI, w["w_ih"], precision=precision) + w["b_ih"]
 
 
-def _recurrent(w: Weights, h_BH: jax.Array, precision) -> jax.Array:
-  hp = jnp.matmul(h_BH.astype(w["w_hh"].dtype), w["w_hh"], precision=precision) + w["b_hh"]
-  return hp.astype(f32)
+def _recurrent(w: Weights, h_BH: jax.Array, precision: Precision) -> jax.Array:
+  hp_BG = jnp.matmul(h_BH.astype(w["w_hh"].dtype), w["w_hh"], precision=precision) + w["b_hh"]
+  return hp_BG.astype(f32)
 
 
-def rnn_step(w: Weights, carry: State, xp_BG: jax.Array, precision=None) -> State:
+def rnn_step(w: Weights, carry: State, xp_BG: jax.Array, precision: Precision = None) -> State:
   """Elman step: h' = tanh(xp + W_hh h + b_hh)."""
   (h_BH,) = carry
   return (jnp.tanh(xp_BG.astype(f32) + _recurrent(w, h_BH, precision)),)
 
 
-def lstm_step(w: Weights, carry: State, xp_BG: jax.Array, precision=None) -> State:
+def lstm_step(w: Weights, carry: State, xp_BG: jax.Array, precision: Precision = None) -> State:
   """LSTM step (gate order i, f, g, o); carry (h, c)."""
   h_BH, c_BH = carry
   z_BG = xp_BG.astype(f32) + _recurrent(w, h_BH, precision)
-  i, f, g, o = jnp.split(z_BG, 4, axis=-1)
-  c_BH = jax.nn.sigmoid(f) * c_BH + jax.nn.sigmoid(i) * jnp.tanh(g)
-  return jax.nn.sigmoid(o) * jnp.tanh(c_BH), c_BH
+  i_BH, f_BH, g_BH, o_BH = jnp.split(z_BG, 4, axis=-1)
+  c_BH = jax.nn.sigmoid(f_BH) * c_BH + jax.nn.sigmoid(i_BH) * jnp.tanh(g_BH)
+  return jax.nn.sigmoid(o_BH) * jnp.tanh(c_BH), c_BH
 
 
-def gru_step(w: Weights, carry: State, xp_BG: jax.Array, precision=None) -> State:
+def gru_step(w: Weights, carry: State, xp_BG: jax.Array, precision: Precision = None) -> State:
   """GRU step, cuDNN form: the reset gate scales (W_hn h + b_hn)."""
   (h_BH,) = carry
-  xr, xz, xn = jnp.split(xp_BG.astype(f32), 3, axis=-1)
-  hr, hz, hn = jnp.split(_recurrent(w, h_BH, precision), 3, axis=-1)
-  r = jax.nn.sigmoid(xr + hr)
-  z = jax.nn.sigmoid(xz + hz)
-  n = jnp.tanh(xn + r * hn)
-  return ((1.0 - z) * n + z * h_BH,)
+  xr_BH, xz_BH, xn_BH = jnp.split(xp_BG.astype(f32), 3, axis=-1)
+  hr_BH, hz_BH, hn_BH = jnp.split(_recurrent(w, h_BH, precision), 3, axis=-1)
+  r_BH = jax.nn.sigmoid(xr_BH + hr_BH)
+  z_BH = jax.nn.sigmoid(xz_BH + hz_BH)
+  n_BH = jnp.tanh(xn_BH + r_BH * hn_BH)
+  return ((1.0 - z_BH) * n_BH + z_BH * h_BH,)
 
 
 # ------------------------------------------------------------------------------ cells
@@ -159,9 +160,11 @@ class _Cell(nn.Module):
             "b_ih": self.b_ih.astype(dt), "b_hh": self.b_hh.astype(dt)}
 
   def initial_state(self, batch_size: int) -> State:
+    """Zeros: a tuple of ``num_state`` [B, H] float32 arrays."""
     return tuple(jnp.zeros((batch_size, self.hidden_size), f32) for _ in range(self.num_state))
 
   def __call__(self, carry: State, x_BI: jax.Array) -> tuple[State, jax.Array]:
+    """One step on input ``x_BI``: (the new carry, its h [B, H])."""
     w = self.weights()
     carry = type(self).step(w, carry, project_inputs(w, x_BI, self.precision), self.precision)
     return carry, carry[0]
@@ -210,16 +213,16 @@ def cell_name(layer: int, direction: int) -> str:
 # ------------------------------------------------------------------------------ the scan
 
 
-def _masked_step(step, precision, w: Weights, carry: State, xp_BG: jax.Array, m_B: jax.Array
-                 ) -> tuple[State, jax.Array]:
+def _masked_step(step: Callable[..., State], precision: Precision, w: Weights, carry: State,
+                 xp_BG: jax.Array, m_B: jax.Array) -> tuple[State, jax.Array]:
   new = step(w, carry, xp_BG, precision)
   carry = tuple(jnp.where(m_B[:, None], n, c) for n, c in zip(new, carry))
   return carry, jnp.where(m_B[:, None], carry[0], 0.0)
 
 
-def scan_directions(step, ws: list[Weights], xps_BTG: list[jax.Array], mask_BT: jax.Array,
-                    carries: list[State], *, unroll: int = 1, precision=None
-                    ) -> tuple[list[jax.Array], list[State]]:
+def scan_directions(step: Callable[..., State], ws: list[Weights], xps_BTG: list[jax.Array],
+                    mask_BT: jax.Array, carries: list[State], *, unroll: int = 1,
+                    precision: Precision = None) -> tuple[list[jax.Array], list[State]]:
   """Runs one layer's directions (1: forward, 2: forward and backward) in a single lax.scan.
 
   The backward direction reads the sequence reversed in time. Masked steps leave the state
@@ -239,8 +242,8 @@ def scan_directions(step, ws: list[Weights], xps_BTG: list[jax.Array], mask_BT: 
   vstep = jax.vmap(lambda w, c, x, m: _masked_step(step, precision, w, c, x, m))
   carry_d, y_TdBH = jax.lax.scan(lambda c, xs: vstep(w_d, c, *xs), carry_d, (x_TdBG, m_TdB),
                                  unroll=unroll)
-  ys = [y_TdBH[:, 0].swapaxes(0, 1), y_TdBH[::-1, 1].swapaxes(0, 1)]
-  return ys, [tuple(s[0] for s in carry_d), tuple(s[1] for s in carry_d)]
+  ys_BTH = [y_TdBH[:, 0].swapaxes(0, 1), y_TdBH[::-1, 1].swapaxes(0, 1)]
+  return ys_BTH, [tuple(s[0] for s in carry_d), tuple(s[1] for s in carry_d)]
 
 
 # ------------------------------------------------------------------------------ fused cuDNN LSTM
@@ -280,8 +283,8 @@ def pack_cudnn_lstm_weights(ws: Sequence[Weights]) -> jax.Array:
 
 
 def fused_lstm(ws: Sequence[Weights], x_BTI: jax.Array, lengths_B: jax.Array, h0_NBH: jax.Array,
-               c0_NBH: jax.Array, *, num_layers: int, bidirectional: bool, precision=None
-               ) -> tuple[jax.Array, jax.Array, jax.Array]:
+               c0_NBH: jax.Array, *, num_layers: int, bidirectional: bool,
+               precision: Precision = None) -> tuple[jax.Array, jax.Array, jax.Array]:
   """``num_layers`` LSTM layers as one cuDNN call (float32, right-padded ``lengths_B``)."""
   from jax.experimental import rnn as jrnn
 
@@ -320,6 +323,7 @@ class StackedRNN(nn.Module):
 
   @property
   def num_directions(self) -> int:
+    """2 for a bidirectional layer stack, else 1."""
     return 2 if self.bidirectional else 1
 
   def initial_state(self, batch_size: int) -> State:
@@ -344,6 +348,7 @@ class StackedRNN(nn.Module):
   def __call__(self, x_BTI: jax.Array, mask_BT: jax.Array | None = None,
                initial_state: State | None = None, *, train: bool = False
                ) -> tuple[jax.Array, State]:
+    """(outputs [B, T, num_directions * H], final state); see the class docstring."""
     check_choice("RNN cell", self.cell, tuple(CELLS))
     check_choice("lstm_impl", self.impl, RNN_IMPLS)
     if self.impl == "cudnn" and self.cell != "lstm":
@@ -364,39 +369,38 @@ class StackedRNN(nn.Module):
     step = CELLS[self.cell].step
     nd = self.num_directions
     finals: list[State] = []
-    x = x_BTI
-    for layer in range(self.num_layers):
+    for layer in range(self.num_layers):  # x_BTI: this layer's input
       ws = [c.weights() for c in cells[layer]]
-      xps = [project_inputs(w, x, self.precision) for w in ws]
+      xps_BTG = [project_inputs(w, x_BTI, self.precision) for w in ws]
       carries = [tuple(s[layer * nd + d] for s in state) for d in range(nd)]
-      ys, carries = scan_directions(step, ws, xps, mask_BT, carries, unroll=self.unroll,
-                                    precision=self.precision)
+      ys_BTH, carries = scan_directions(step, ws, xps_BTG, mask_BT, carries, unroll=self.unroll,
+                                        precision=self.precision)
       finals.extend(carries)
-      x = jnp.concatenate(ys, axis=-1).astype(out_dtype)
+      x_BTI = jnp.concatenate(ys_BTH, axis=-1).astype(out_dtype)
       if layer < self.num_layers - 1:
-        x = drop(x)
-    return x, tuple(jnp.stack(parts) for parts in zip(*finals))
+        x_BTI = drop(x_BTI)
+    return x_BTI, tuple(jnp.stack(parts) for parts in zip(*finals))
 
   def _fused(self, cells, x_BTI, mask_BT, state, drop, out_dtype) -> tuple[jax.Array, State]:
     """cuDNN path: all layers in one call, or one call per layer when dropout is active."""
     lengths_B = jnp.sum(mask_BT, axis=1).astype(jnp.int32)
-    h0, c0 = state
+    h0_NBH, c0_NBH = state
     nd = self.num_directions
     groups = ([[k] for k in range(self.num_layers)] if self.dropout > 0 and not drop.deterministic
               else [list(range(self.num_layers))])
-    hs, cs = [], []
-    x = x_BTI
-    for gi, layers in enumerate(groups):
+    hs_NBH, cs_NBH = [], []
+    for gi, layers in enumerate(groups):  # x_BTI: this group's input
       ws = [c.weights() for layer in layers for c in cells[layer]]
       rows = slice(layers[0] * nd, (layers[-1] + 1) * nd)
-      x, h_n, c_n = fused_lstm(ws, x, lengths_B, h0[rows], c0[rows], num_layers=len(layers),
-                               bidirectional=self.bidirectional, precision=self.precision)
-      hs.append(h_n)
-      cs.append(c_n)
-      x = x.astype(out_dtype)
+      x_BTI, h_NBH, c_NBH = fused_lstm(ws, x_BTI, lengths_B, h0_NBH[rows], c0_NBH[rows],
+                                       num_layers=len(layers), bidirectional=self.bidirectional,
+                                       precision=self.precision)
+      hs_NBH.append(h_NBH)
+      cs_NBH.append(c_NBH)
+      x_BTI = x_BTI.astype(out_dtype)
       if gi < len(groups) - 1:
-        x = drop(x)
-    return x, (jnp.concatenate(hs), jnp.concatenate(cs))
+        x_BTI = drop(x_BTI)
+    return x_BTI, (jnp.concatenate(hs_NBH), jnp.concatenate(cs_NBH))
 
 
 # ------------------------------------------------------------------------------ PyTorch weights

@@ -21,8 +21,9 @@ size N; ``num_layers`` [2]; ``dropout`` [0.0]; ``bidirectional`` (classifier [Tr
 ``mlp_ratio`` [4] (0: no MLP); ``r_min`` [0.9], ``r_max`` [0.999], ``max_phase`` [2 pi] (LRU);
 ``pooling`` ["final"], "mean" or "max" (classifier); ``instance_norm`` [True] (forecaster).
 
-Axis key: B batch, T time, D model width, O encoder output width, V vocabulary, C classes,
-L look-back, P horizon (prediction length), F features.
+Axis key: B batch, T time, D model width, H recurrent hidden / state units, M MLP width,
+O encoder output width, V vocabulary, C classes, L look-back, P horizon (prediction length),
+F features, X = P * F.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class ParallelBlock(nn.Module):
   dtype: Any = None
 
   def make_mixer(self, reverse: bool, name: str | None = None) -> nn.Module:
+    """The recurrence ``mixer`` (minGRU, minLSTM or LRU), run backwards if ``reverse``."""
     if self.mixer == "lru":
       return LRU(self.hidden_size, r_min=self.r_min, r_max=self.r_max, max_phase=self.max_phase,
                  scan_impl=self.scan_impl, reverse=reverse, dtype=self.dtype, name=name)
@@ -77,21 +79,24 @@ class ParallelBlock(nn.Module):
   @nn.compact
   def __call__(self, x_BTD: jax.Array, mask_BT: jax.Array | None, state: tuple, *,
                train: bool) -> tuple[jax.Array, tuple]:
+    """(the block's output [B, T, D], its new state (forward[, backward]))."""
     drop = nn.Dropout(self.dropout, deterministic=not train)
-    h = nn.LayerNorm(dtype=self.dtype, name="ln1")(x_BTD)
-    y, s_fwd = self.make_mixer(False, "mix")(h, mask_BT, state[0])
+    h_BTD = nn.LayerNorm(dtype=self.dtype, name="ln1")(x_BTD)
+    # The mixers output H wide (minGRU / minLSTM) or, the LRU, D wide (its C maps back).
+    y_BTH, s_fwd = self.make_mixer(False, "mix")(h_BTD, mask_BT, state[0])
     new_state = (s_fwd,)
     if self.bidirectional:
-      y_bwd, s_bwd = self.make_mixer(True, "mix_reverse")(h, mask_BT, state[1])
-      y, new_state = y + y_bwd, (s_fwd, s_bwd)
+      y_bwd_BTH, s_bwd = self.make_mixer(True, "mix_reverse")(h_BTD, mask_BT, state[1])
+      y_BTH, new_state = y_BTH + y_bwd_BTH, (s_fwd, s_bwd)
+    y_BTD = y_BTH
     if self.mixer != "lru":  # the LRU's C already maps the state back to the model width
-      y = nn.Dense(self.d_model, dtype=self.dtype, name="out")(y)
-    x_BTD = x_BTD + drop(y)
+      y_BTD = nn.Dense(self.d_model, dtype=self.dtype, name="out")(y_BTH)
+    x_BTD = x_BTD + drop(y_BTD)
     if self.mlp_ratio:
-      h = nn.LayerNorm(dtype=self.dtype, name="ln2")(x_BTD)
-      h = nn.Dense(self.mlp_ratio * self.d_model, dtype=self.dtype, name="fc")(h)
-      h = nn.Dense(self.d_model, dtype=self.dtype, name="proj")(nn.gelu(h))
-      x_BTD = x_BTD + drop(h)
+      h_BTD = nn.LayerNorm(dtype=self.dtype, name="ln2")(x_BTD)
+      h_BTM = nn.Dense(self.mlp_ratio * self.d_model, dtype=self.dtype, name="fc")(h_BTD)
+      h_BTD = nn.Dense(self.d_model, dtype=self.dtype, name="proj")(nn.gelu(h_BTM))
+      x_BTD = x_BTD + drop(h_BTD)
     return x_BTD, new_state
 
 
@@ -113,14 +118,16 @@ class ParallelStack(nn.Module):
   dtype: Any = None
 
   def initial_state(self, batch_size: int) -> tuple:
+    """Zeros: per layer, a tuple of one [B, H] array per direction (complex64 for the LRU)."""
     dt = jnp.complex64 if self.mixer == "lru" else f32
-    zeros = jnp.zeros((batch_size, self.hidden_size), dt)
-    return tuple((zeros,) * (2 if self.bidirectional else 1) for _ in range(self.num_layers))
+    zeros_BH = jnp.zeros((batch_size, self.hidden_size), dt)
+    return tuple((zeros_BH,) * (2 if self.bidirectional else 1) for _ in range(self.num_layers))
 
   @nn.compact
   def __call__(self, x_BTD: jax.Array, mask_BT: jax.Array | None = None,
                initial_state: tuple | None = None, *, train: bool = False
                ) -> tuple[jax.Array, tuple]:
+    """(outputs [B, T, D] after the final LayerNorm, the final state of every layer)."""
     state = self.initial_state(x_BTD.shape[0]) if initial_state is None else initial_state
     kw = {f: getattr(self, f) for f in (
         "mixer", "d_model", "hidden_size", "mlp_ratio", "dropout", "bidirectional", "scan_impl",
@@ -217,15 +224,16 @@ class RecurrentLM(nn.Module):
     return self.drop(self.embedding(tokens_BT), deterministic=not train)
 
   def _run(self, x_BTD, state, train):
-    y, state = self.encoder(x_BTD, None, state, train=train)
-    logits = self.head(self.drop(y, deterministic=not train))
-    return logits.astype(f32), state
+    y_BTO, state = self.encoder(x_BTD, None, state, train=train)
+    logits_BTV = self.head(self.drop(y_BTO, deterministic=not train))
+    return logits_BTV.astype(f32), state
 
   def logits_from_embeddings(self, x_BTD: jax.Array, *, train: bool = False) -> jax.Array:
     """Encoder (from the zero state) and head: [B, T, D] -> float32 [B, T, V]."""
     return self._run(x_BTD, None, train)[0]
 
   def __call__(self, tokens_BT: jax.Array, *, train: bool = False) -> jax.Array:
+    """Float32 next-token logits [B, T, V]."""
     return self.logits_from_embeddings(self.embed(tokens_BT, train=train), train=train)
 
   def init_cache(self, batch_size: int, max_len: int) -> Any:
@@ -257,11 +265,12 @@ class RecurrentClassifier(nn.Module):
   @nn.compact
   def __call__(self, tokens_BT: jax.Array, mask_BT: jax.Array, *, train: bool = False
                ) -> jax.Array:
+    """Float32 class logits [B, C]; ``mask_BT``: True = real token."""
     drop = nn.Dropout(self.dropout, deterministic=not train)
-    x = drop(nn.Embed(self.vocab_size, self.d_model, dtype=self.dtype, name="embedding")(
+    x_BTD = drop(nn.Embed(self.vocab_size, self.d_model, dtype=self.dtype, name="embedding")(
         tokens_BT))
-    y, state = self.encoder(x, mask_BT, train=train)
-    f_BO = pool(self.pooling, self.encoder, y, state, mask_BT)
+    y_BTO, state = self.encoder(x_BTD, mask_BT, train=train)
+    f_BO = pool(self.pooling, self.encoder, y_BTO, state, mask_BT)
     return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(drop(f_BO)).astype(f32)
 
 
@@ -285,17 +294,18 @@ class RecurrentForecaster(nn.Module):
 
   @nn.compact
   def __call__(self, x_BLF: jax.Array, *, train: bool = False) -> jax.Array:
-    x = x_BLF.astype(f32)
+    """The float32 forecast [B, P, F] of the look-back window ``x_BLF``."""
+    x_BLF = x_BLF.astype(f32)
     if self.instance_norm:
-      mu_B1F = jnp.mean(x, axis=1, keepdims=True)
-      sigma_B1F = jnp.sqrt(jnp.var(x, axis=1, keepdims=True) + 1e-5)
-      x = (x - mu_B1F) / sigma_B1F
-    h = nn.Dense(self.d_model, dtype=self.dtype, name="in_proj")(x)
-    y, state = self.encoder(h, None, train=train)
+      mu_B1F = jnp.mean(x_BLF, axis=1, keepdims=True)
+      sigma_B1F = jnp.sqrt(jnp.var(x_BLF, axis=1, keepdims=True) + 1e-5)
+      x_BLF = (x_BLF - mu_B1F) / sigma_B1F
+    h_BLD = nn.Dense(self.d_model, dtype=self.dtype, name="in_proj")(x_BLF)
+    y_BLO, state = self.encoder(h_BLD, None, train=train)
     f_BO = nn.Dropout(self.dropout, deterministic=not train)(
-        final_features(self.encoder, y, state, None))
-    out = nn.Dense(self.horizon * self.num_features, dtype=self.dtype, name="head")(f_BO)
-    y_BPF = out.astype(f32).reshape(x.shape[0], self.horizon, self.num_features)
+        final_features(self.encoder, y_BLO, state, None))
+    out_BX = nn.Dense(self.horizon * self.num_features, dtype=self.dtype, name="head")(f_BO)
+    y_BPF = out_BX.astype(f32).reshape(x_BLF.shape[0], self.horizon, self.num_features)
     return y_BPF * sigma_B1F + mu_B1F if self.instance_norm else y_BPF
 
 

@@ -19,7 +19,8 @@ The teacher-forced forward and cached decoding run the same ``lax.scan`` step, a
 the memory, its projected keys, the source mask and the decoder state.
 
 Axis key: B batch, S source position, T target position, E embedding width, H hidden units,
-M memory width (2H), A attention width, V target vocabulary.
+M memory width (2H), A attention width, V target vocabulary, L decoder layers, F = H + M + E
+deep-output features.
 """
 
 from __future__ import annotations
@@ -76,8 +77,8 @@ class Seq2SeqRNN(nn.Module):
   def encode(self, src_BS: jax.Array, src_mask_BS: jax.Array, *, train: bool = False
              ) -> dict[str, Any]:
     """Memory: the encoder outputs [B, S, M] and its final states."""
-    x = self.drop(self.src_embed(src_BS), deterministic=not train)
-    y_BSM, state = self.encoder(x, src_mask_BS, train=train)
+    x_BSE = self.drop(self.src_embed(src_BS), deterministic=not train)
+    y_BSM, state = self.encoder(x_BSE, src_mask_BS, train=train)
     return {"outputs": y_BSM, "final": state}
 
   def init_cache(self, memory: dict[str, Any], src_mask_BS: jax.Array, max_len: int) -> Cache:
@@ -86,9 +87,9 @@ class Seq2SeqRNN(nn.Module):
     del max_len
     y_BSM = memory["outputs"]
     b, h = y_BSM.shape[0], self.hidden_size
-    top = jnp.concatenate([memory["final"][0][-2], memory["final"][0][-1]], axis=-1)
-    s0_LBH = jnp.tanh(self.bridge(top).astype(f32)).reshape(b, self.num_layers, h)
-    s0_LBH = s0_LBH.swapaxes(0, 1)
+    top_BM = jnp.concatenate([memory["final"][0][-2], memory["final"][0][-1]], axis=-1)
+    s0_BLH = jnp.tanh(self.bridge(top_BM).astype(f32)).reshape(b, self.num_layers, h)
+    s0_LBH = s0_BLH.swapaxes(0, 1)
     state = tuple((s0_LBH[k],) + (jnp.zeros_like(s0_LBH[k]),) * (CELLS[self.cell].num_state - 1)
                   for k in range(self.num_layers))
     dt = self.dtype or f32
@@ -103,30 +104,30 @@ class Seq2SeqRNN(nn.Module):
     dt = self.dtype or f32
     emb_BTE = self.drop(self.tgt_embed(tokens_BT), deterministic=not train)
     ws = [c.weights() for c in self.dec_cells]
-    w_q, v = self.w_q.astype(dt), self.v.astype(f32)
+    w_q_HA, v_A = self.w_q.astype(dt), self.v.astype(f32)
     step = CELLS[self.cell].step
-    keys, values, mask = cache["keys"], cache["values"], cache["mask"]
+    keys_BSA, values_BSM, mask_BS = cache["keys"], cache["values"], cache["mask"]
 
     def body(state, emb_BE):
-      q_BA = jnp.matmul(state[-1][0].astype(dt), w_q).astype(f32)
-      e_BS = jnp.tanh(keys + q_BA[:, None]) @ v
-      alpha_BS = jax.nn.softmax(jnp.where(mask, e_BS, -jnp.inf), axis=-1)
-      ctx_BM = jnp.einsum("bs,bsm->bm", alpha_BS, values)
-      inp = jnp.concatenate([emb_BE.astype(f32), ctx_BM], axis=-1)
+      q_BA = jnp.matmul(state[-1][0].astype(dt), w_q_HA).astype(f32)
+      e_BS = jnp.tanh(keys_BSA + q_BA[:, None]) @ v_A
+      alpha_BS = jax.nn.softmax(jnp.where(mask_BS, e_BS, -jnp.inf), axis=-1)
+      ctx_BM = jnp.einsum("bs,bsm->bm", alpha_BS, values_BSM)
+      inp_BX = jnp.concatenate([emb_BE.astype(f32), ctx_BM], axis=-1)  # X = E + M, then H
       new_state = []
       for w, s in zip(ws, state):
-        s = step(w, s, project_inputs(w, inp))
+        s = step(w, s, project_inputs(w, inp_BX))
         new_state.append(s)
-        inp = s[0]
-      return tuple(new_state), (inp, ctx_BM)
+        inp_BX = s[0]
+      return tuple(new_state), (inp_BX, ctx_BM)
 
     state, (s_TBH, ctx_TBM) = jax.lax.scan(body, cache["state"], emb_BTE.swapaxes(0, 1),
                                            unroll=self.unroll)
-    feats = jnp.concatenate([s_TBH.swapaxes(0, 1), ctx_TBM.swapaxes(0, 1),
-                             emb_BTE.astype(f32)], axis=-1).astype(dt)
-    pre = jnp.tanh(self.pre_out(feats))
-    logits = self.out(self.drop(pre, deterministic=not train)).astype(f32)
-    return logits, {**cache, "state": state}
+    feats_BTF = jnp.concatenate([s_TBH.swapaxes(0, 1), ctx_TBM.swapaxes(0, 1),
+                                 emb_BTE.astype(f32)], axis=-1).astype(dt)
+    pre_BTE = jnp.tanh(self.pre_out(feats_BTF))
+    logits_BTV = self.out(self.drop(pre_BTE, deterministic=not train)).astype(f32)
+    return logits_BTV, {**cache, "state": state}
 
   def decode(self, tokens_BT: jax.Array, cache: Cache, position: jax.Array
              ) -> tuple[jax.Array, Cache]:

@@ -7,7 +7,8 @@ time embedding, as Imagen does). Token ids follow ``seqgen_jax.caption_ids`` (sh
 caption tokenizer of ``seqgen_jax.data.captions``): 0 = padding, 1 = BOS, which starts every
 caption, so that the empty ("null") caption used for classifier-free guidance is [BOS] alone.
 
-Axis key: B batch, S text positions, N heads, H head width, D width, F MLP width, V vocabulary.
+Axis key: B batch, S text positions, P position-table rows (max_len), N heads, H head width,
+D width, F MLP width (4 D).
 """
 
 from __future__ import annotations
@@ -34,20 +35,22 @@ class _EncoderBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x_BSD: jax.Array, mask_BS: jax.Array, *, train: bool) -> jax.Array:
+    """The block applied to ``x_BSD``; ``mask_BS`` (True = real token) hides padded keys."""
     d = x_BSD.shape[-1]
     h = d // self.num_heads
     init = nn.initializers.normal(0.02)
-    y = nn.LayerNorm(dtype=self.dtype, name="ln1")(x_BSD)
+    y_BSD = nn.LayerNorm(dtype=self.dtype, name="ln1")(x_BSD)
     qkv_BS3NH = nn.DenseGeneral((3, self.num_heads, h), dtype=self.dtype, kernel_init=init,
-                                name="qkv")(y)
-    q, k, v = (qkv_BS3NH[:, :, i] for i in range(3))
-    y = dot_product_attention(q, k, v, mask=mask_BS[:, None, None, :])
-    y = nn.DenseGeneral(d, axis=(-2, -1), dtype=self.dtype, kernel_init=init, name="out")(y)
-    x_BSD = x_BSD + nn.Dropout(self.dropout, deterministic=not train)(y)
-    y = nn.LayerNorm(dtype=self.dtype, name="ln2")(x_BSD)
-    y = nn.Dense(4 * d, dtype=self.dtype, kernel_init=init, name="fc")(y)
-    y = nn.Dense(d, dtype=self.dtype, kernel_init=init, name="proj")(nn.gelu(y))
-    return x_BSD + nn.Dropout(self.dropout, deterministic=not train)(y)
+                                name="qkv")(y_BSD)
+    q_BSNH, k_BSNH, v_BSNH = (qkv_BS3NH[:, :, i] for i in range(3))
+    y_BSNH = dot_product_attention(q_BSNH, k_BSNH, v_BSNH, mask=mask_BS[:, None, None, :])
+    y_BSD = nn.DenseGeneral(d, axis=(-2, -1), dtype=self.dtype, kernel_init=init, name="out")(
+        y_BSNH)
+    x_BSD = x_BSD + nn.Dropout(self.dropout, deterministic=not train)(y_BSD)
+    y_BSD = nn.LayerNorm(dtype=self.dtype, name="ln2")(x_BSD)
+    y_BSF = nn.Dense(4 * d, dtype=self.dtype, kernel_init=init, name="fc")(y_BSD)
+    y_BSD = nn.Dense(d, dtype=self.dtype, kernel_init=init, name="proj")(nn.gelu(y_BSF))
+    return x_BSD + nn.Dropout(self.dropout, deterministic=not train)(y_BSD)
 
 
 class TextEncoder(nn.Module):
@@ -64,16 +67,17 @@ class TextEncoder(nn.Module):
   @nn.compact
   def __call__(self, tokens_BS: jax.Array, mask_BS: jax.Array, *, train: bool = False
                ) -> tuple[jax.Array, jax.Array]:
+    """(per-token embeddings [B, S, D], masked-mean pooled embedding [B, D])."""
     s = tokens_BS.shape[1]
     if s > self.max_len:
       raise ValueError(f"text length {s} exceeds the text encoder's max_len={self.max_len}")
     if self.width % self.num_heads:
       raise ValueError(f"text width {self.width} is not divisible by num_heads={self.num_heads}")
     mask_BS = mask_BS.astype(bool)
-    tok = nn.Embed(self.vocab_size, self.width, embedding_init=nn.initializers.normal(0.02),
-                   dtype=self.dtype, name="tok")(tokens_BS)
-    pos = self.param("pos", nn.initializers.normal(0.02), (self.max_len, self.width))
-    x_BSD = tok + pos[None, :s].astype(tok.dtype)
+    tok_BSD = nn.Embed(self.vocab_size, self.width, embedding_init=nn.initializers.normal(0.02),
+                       dtype=self.dtype, name="tok")(tokens_BS)
+    pos_PD = self.param("pos", nn.initializers.normal(0.02), (self.max_len, self.width))
+    x_BSD = tok_BSD + pos_PD[None, :s].astype(tok_BSD.dtype)
     for i in range(self.num_layers):
       x_BSD = _EncoderBlock(self.num_heads, self.dropout, self.dtype, name=f"block_{i}")(
           x_BSD, mask_BS, train=train)

@@ -38,8 +38,10 @@ Timesteps: ``t_B`` (int or float, or a scalar broadcast over the batch) is embed
 models with t in [0, 1] should use time_scale ~1000 (score_sde uses 999), so that the embedding's
 frequencies cover the same range.
 
-Axis key: B batch, H height, W width, C channels, E time-embedding width (4*ch), L = H*W pixels,
-N heads, K head width, S text positions, D text width.
+Axis key: B batch, H height, W width, C channels (inside a block: that block's resolution and
+input width), O output channels (a block's out_ch, the model's out_channels), E time-embedding
+width (4*ch), F sinusoidal timestep width (ch), L = H*W pixels, N heads, K head width, S text
+(key) positions, D text width; h, w, R: the low-resolution image's height, width and channels.
 """
 
 from __future__ import annotations
@@ -65,13 +67,16 @@ zero_init = nn.initializers.zeros
 
 
 def group_norm(groups: int, eps: float, dtype: Any, name: str) -> nn.GroupNorm:
+  """A GroupNorm layer with the two-pass variance."""
   # Two-pass variance: the E[x^2]-E[x]^2 shortcut loses digits against PyTorch's GroupNorm.
   return nn.GroupNorm(num_groups=groups, epsilon=eps, dtype=dtype, use_fast_variance=False,
                       name=name)
 
 
-def conv2d(features: int, kernel: int, name: str, *, init=default_init, dtype=None,
-          strides: int = 1, padding: Any = "SAME") -> nn.Conv:
+def conv2d(features: int, kernel: int, name: str, *,
+           init: nn.initializers.Initializer = default_init, dtype: Any = None,
+           strides: int = 1, padding: Any = "SAME") -> nn.Conv:
+  """A square ``kernel`` x ``kernel`` convolution with Ho et al.'s initialiser by default."""
   return nn.Conv(features, (kernel, kernel), strides=(strides, strides), padding=padding,
                  kernel_init=init, dtype=dtype, name=name)
 
@@ -93,25 +98,26 @@ class ResBlock(nn.Module):
   @nn.compact
   def __call__(self, x_BHWC: jax.Array, temb_BE: jax.Array | None = None, *,
                train: bool = False) -> jax.Array:
+    """The block applied to ``x_BHWC`` under the time embedding ``temb_BE``: [B, H, W, out_ch]."""
     gn = partial(group_norm, self.norm_groups, self.norm_eps, self.dtype)
-    h = nn.silu(gn("norm1")(x_BHWC))
-    h = conv2d(self.out_ch, 3, "conv1", dtype=self.dtype)(h)
+    h_BHWC = nn.silu(gn("norm1")(x_BHWC))
+    h_BHWO = conv2d(self.out_ch, 3, "conv1", dtype=self.dtype)(h_BHWC)
     if temb_BE is not None:
       width = 2 * self.out_ch if self.scale_shift_norm else self.out_ch
-      e_BC = nn.Dense(width, kernel_init=default_init, dtype=self.dtype, name="temb_proj")(
-          nn.silu(temb_BE))[:, None, None, :]
+      e_B11X = nn.Dense(width, kernel_init=default_init, dtype=self.dtype, name="temb_proj")(
+          nn.silu(temb_BE))[:, None, None, :]  # X = O, or 2 O for (scale, shift)
       if self.scale_shift_norm:
-        scale, shift = jnp.split(e_BC, 2, axis=-1)
-        h = gn("norm2")(h) * (1 + scale) + shift
+        scale_B11O, shift_B11O = jnp.split(e_B11X, 2, axis=-1)
+        h_BHWO = gn("norm2")(h_BHWO) * (1 + scale_B11O) + shift_B11O
       else:
-        h = gn("norm2")(h + e_BC)
+        h_BHWO = gn("norm2")(h_BHWO + e_B11X)
     else:
-      h = gn("norm2")(h)
-    h = nn.Dropout(self.dropout, deterministic=not train)(nn.silu(h))
-    h = conv2d(self.out_ch, 3, "conv2", init=zero_init, dtype=self.dtype)(h)
+      h_BHWO = gn("norm2")(h_BHWO)
+    h_BHWO = nn.Dropout(self.dropout, deterministic=not train)(nn.silu(h_BHWO))
+    h_BHWO = conv2d(self.out_ch, 3, "conv2", init=zero_init, dtype=self.dtype)(h_BHWO)
     if x_BHWC.shape[-1] != self.out_ch:
       x_BHWC = conv2d(self.out_ch, 1, "nin_shortcut", dtype=self.dtype)(x_BHWC)
-    return x_BHWC + h
+    return x_BHWC + h_BHWO
 
 
 class AttnBlock(nn.Module):
@@ -129,6 +135,7 @@ class AttnBlock(nn.Module):
   @nn.compact
   def __call__(self, x_BHWC: jax.Array, context_BSD: jax.Array | None = None,
                context_mask_BS: jax.Array | None = None) -> jax.Array:
+    """``x_BHWC`` plus attention over its pixels (or over ``context_BSD``): [B, H, W, C]."""
     b, hh, ww, c = x_BHWC.shape
     n = 1 if self.head_dim is None else c // self.head_dim
     if c % n:
@@ -136,12 +143,13 @@ class AttnBlock(nn.Module):
     dense = partial(nn.Dense, c, kernel_init=default_init, dtype=self.dtype)
     h_BLC = group_norm(self.norm_groups, self.norm_eps, self.dtype, "norm")(x_BHWC)
     h_BLC = h_BLC.reshape(b, hh * ww, c)
-    src = h_BLC if context_BSD is None else context_BSD
+    src_BSD = h_BLC if context_BSD is None else context_BSD  # self-attention: S = L, D = C
     q_BLNK = dense(name="q")(h_BLC).reshape(b, hh * ww, n, c // n)
-    k_BSNK = dense(name="k")(src).reshape(b, src.shape[1], n, c // n)
-    v_BSNK = dense(name="v")(src).reshape(b, src.shape[1], n, c // n)
-    mask = None if context_mask_BS is None else context_mask_BS[:, None, None, :].astype(bool)
-    o_BLNK = dot_product_attention(q_BLNK, k_BSNK, v_BSNK, mask=mask)
+    k_BSNK = dense(name="k")(src_BSD).reshape(b, src_BSD.shape[1], n, c // n)
+    v_BSNK = dense(name="v")(src_BSD).reshape(b, src_BSD.shape[1], n, c // n)
+    mask_B11S = (None if context_mask_BS is None
+                 else context_mask_BS[:, None, None, :].astype(bool))
+    o_BLNK = dot_product_attention(q_BLNK, k_BSNK, v_BSNK, mask=mask_B11S)
     o_BLC = nn.Dense(c, kernel_init=zero_init, dtype=self.dtype, name="proj_out")(
         o_BLNK.reshape(b, hh * ww, c))
     return x_BHWC + o_BLC.reshape(x_BHWC.shape)
@@ -156,6 +164,7 @@ class Downsample(nn.Module):
 
   @nn.compact
   def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+    """[B, H/2, W/2, C]."""
     if not self.with_conv:
       return nn.avg_pool(x_BHWC, (2, 2), strides=(2, 2))
     pad = ((0, 1), (0, 1)) if self.padding == 0 else ((self.padding, self.padding),) * 2
@@ -170,6 +179,7 @@ class Upsample(nn.Module):
 
   @nn.compact
   def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+    """[B, 2H, 2W, C]."""
     x_BHWC = jnp.repeat(jnp.repeat(x_BHWC, 2, axis=1), 2, axis=2)
     if self.with_conv:
       x_BHWC = conv2d(x_BHWC.shape[-1], 3, "conv", dtype=self.dtype)(x_BHWC)
@@ -210,12 +220,14 @@ class UNet(nn.Module):
   dtype: Any = None
 
   def _time_mlp(self, t_B: jax.Array, prefix: str) -> jax.Array:
-    emb = timestep_embedding(t_B * self.time_scale, self.ch, flip_sin_to_cos=self.flip_sin_to_cos,
-                             downscale_freq_shift=self.freq_shift)
+    emb_BF = timestep_embedding(t_B * self.time_scale, self.ch,
+                                flip_sin_to_cos=self.flip_sin_to_cos,
+                                downscale_freq_shift=self.freq_shift)
     dense = partial(nn.Dense, 4 * self.ch, kernel_init=default_init, dtype=self.dtype)
-    return dense(name=f"{prefix}_dense1")(nn.silu(dense(name=f"{prefix}_dense0")(emb)))
+    return dense(name=f"{prefix}_dense1")(nn.silu(dense(name=f"{prefix}_dense0")(emb_BF)))
 
-  def _conditioning(self, x_BHWC: jax.Array, temb_BE: jax.Array, cond: dict, train: bool):
+  def _conditioning(self, x_BHWC: jax.Array, temb_BE: jax.Array, cond: dict, train: bool
+                    ) -> tuple[jax.Array, jax.Array, tuple[jax.Array, jax.Array] | None]:
     """Adds label / low-res-level / pooled-text embeddings to temb; returns (x, temb, context)."""
     unknown = sorted(set(cond) - set(COND_KEYS))
     if unknown:
@@ -230,14 +242,16 @@ class UNet(nn.Module):
                                    embedding_init=nn.initializers.normal(1.0),
                                    name="label_emb")(label_B)
     if self.low_res_channels > 0:
-      lr = cond.get("low_res")
-      if lr is None or lr.shape[-1] != self.low_res_channels:
+      lr_BhwR = cond.get("low_res")
+      if lr_BhwR is None or lr_BhwR.shape[-1] != self.low_res_channels:
         raise ValueError(f"this U-Net needs cond['low_res'] with {self.low_res_channels} "
-                         f"channels, got {None if lr is None else lr.shape}")
-      if lr.shape[1:3] != x_BHWC.shape[1:3]:
-        lr = jax.image.resize(lr.astype(jnp.float32), (b, *x_BHWC.shape[1:3], lr.shape[-1]),
-                              method=self.low_res_resize)
-      x_BHWC = jnp.concatenate([x_BHWC, lr.astype(x_BHWC.dtype)], axis=-1)
+                         f"channels, got {None if lr_BhwR is None else lr_BhwR.shape}")
+      lr_BHWR = lr_BhwR
+      if lr_BhwR.shape[1:3] != x_BHWC.shape[1:3]:
+        lr_BHWR = jax.image.resize(lr_BhwR.astype(jnp.float32),
+                                   (b, *x_BHWC.shape[1:3], lr_BhwR.shape[-1]),
+                                   method=self.low_res_resize)
+      x_BHWC = jnp.concatenate([x_BHWC, lr_BHWR.astype(x_BHWC.dtype)], axis=-1)
       if self.low_res_noise_cond:
         if "low_res_t" not in cond:
           raise ValueError("this U-Net needs cond['low_res_t'] (the augmentation noise level)")
@@ -261,6 +275,7 @@ class UNet(nn.Module):
   @nn.compact
   def __call__(self, x_BHWC: jax.Array, t_B: jax.Array, *, cond: dict | None = None,
                train: bool = False) -> jax.Array:
+    """The prediction [B, H, W, out_channels] (float32) for ``x_BHWC`` at times ``t_B``."""
     b, height = x_BHWC.shape[0], x_BHWC.shape[1]
     x_BHWC = x_BHWC.astype(self.dtype or x_BHWC.dtype)
     temb_BE = self._time_mlp(jnp.broadcast_to(jnp.asarray(t_B), (b,)), "temb")
@@ -270,44 +285,45 @@ class UNet(nn.Module):
                   norm_groups=self.norm_groups, norm_eps=self.norm_eps, dtype=self.dtype)
     attn = partial(AttnBlock, self.attn_head_dim, self.norm_groups, self.norm_eps, self.dtype)
 
-    def attend(h, name):
-      h = attn(name=name)(h)
+    def attend(h_BHWC, name):
+      h_BHWC = attn(name=name)(h_BHWC)
       if context is not None:
-        h = attn(name=f"{name}_xattn")(h, *context)
-      return h
+        h_BHWC = attn(name=f"{name}_xattn")(h_BHWC, *context)
+      return h_BHWC
 
+    # In the level loops h_BHWC is at the current level's resolution and width.
     levels = len(self.ch_mult)
     if self.attn_levels is not None:
-      has_attn = lambda level, h: level in self.attn_levels
+      has_attn = lambda level, h_BHWC: level in self.attn_levels
     else:
-      has_attn = lambda level, h: h.shape[1] in self.attn_resolutions
-    hs = [conv2d(self.ch, 3, "conv_in", dtype=self.dtype)(x_BHWC)]
+      has_attn = lambda level, h_BHWC: h_BHWC.shape[1] in self.attn_resolutions
+    skips = [conv2d(self.ch, 3, "conv_in", dtype=self.dtype)(x_BHWC)]
     for i in range(levels):
       for j in range(self.num_res_blocks):
-        h = res(self.ch * self.ch_mult[i], name=f"down_{i}_block_{j}")(hs[-1], temb_BE,
-                                                                        train=train)
-        if has_attn(i, h):
-          h = attend(h, f"down_{i}_attn_{j}")
-        hs.append(h)
+        h_BHWC = res(self.ch * self.ch_mult[i], name=f"down_{i}_block_{j}")(skips[-1], temb_BE,
+                                                                             train=train)
+        if has_attn(i, h_BHWC):
+          h_BHWC = attend(h_BHWC, f"down_{i}_attn_{j}")
+        skips.append(h_BHWC)
       if i != levels - 1:
-        hs.append(Downsample(self.resamp_with_conv, self.downsample_padding, self.dtype,
-                             name=f"down_{i}_downsample")(hs[-1]))
-    h = hs[-1]
-    h = res(h.shape[-1], name="mid_block_1")(h, temb_BE, train=train)
-    h = attend(h, "mid_attn")
-    h = res(h.shape[-1], name="mid_block_2")(h, temb_BE, train=train)
+        skips.append(Downsample(self.resamp_with_conv, self.downsample_padding, self.dtype,
+                                name=f"down_{i}_downsample")(skips[-1]))
+    h_BHWC = skips[-1]
+    h_BHWC = res(h_BHWC.shape[-1], name="mid_block_1")(h_BHWC, temb_BE, train=train)
+    h_BHWC = attend(h_BHWC, "mid_attn")
+    h_BHWC = res(h_BHWC.shape[-1], name="mid_block_2")(h_BHWC, temb_BE, train=train)
     for i in reversed(range(levels)):
       for j in range(self.num_res_blocks + 1):
-        h = res(self.ch * self.ch_mult[i], name=f"up_{i}_block_{j}")(
-            jnp.concatenate([h, hs.pop()], axis=-1), temb_BE, train=train)
-        if has_attn(i, h):
-          h = attend(h, f"up_{i}_attn_{j}")
+        h_BHWC = res(self.ch * self.ch_mult[i], name=f"up_{i}_block_{j}")(
+            jnp.concatenate([h_BHWC, skips.pop()], axis=-1), temb_BE, train=train)
+        if has_attn(i, h_BHWC):
+          h_BHWC = attend(h_BHWC, f"up_{i}_attn_{j}")
       if i != 0:
-        h = Upsample(self.resamp_with_conv, self.dtype, name=f"up_{i}_upsample")(h)
-    assert not hs and h.shape[1] == height
-    h = nn.silu(group_norm(self.norm_groups, self.norm_eps, self.dtype, "norm_out")(h))
-    h = conv2d(self.out_channels, 3, "conv_out", init=zero_init, dtype=self.dtype)(h)
-    return h.astype(jnp.float32)
+        h_BHWC = Upsample(self.resamp_with_conv, self.dtype, name=f"up_{i}_upsample")(h_BHWC)
+    assert not skips and h_BHWC.shape[1] == height
+    h_BHWC = nn.silu(group_norm(self.norm_groups, self.norm_eps, self.dtype, "norm_out")(h_BHWC))
+    y_BHWO = conv2d(self.out_channels, 3, "conv_out", init=zero_init, dtype=self.dtype)(h_BHWC)
+    return y_BHWO.astype(jnp.float32)
 
 
 def ho_cifar10_config() -> ml_collections.ConfigDict:

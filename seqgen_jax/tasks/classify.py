@@ -46,7 +46,7 @@ from seqgen_jax.data import builder as builder_lib
 from seqgen_jax.data import sentiment
 from seqgen_jax.dtypes import compute_dtype_from_name
 from seqgen_jax.errors import ConfigError
-from seqgen_jax.nn.transformer import with_encoder_from
+from seqgen_jax.nn.bert import with_encoder_from
 from seqgen_jax.registry import MODELS, TASKS
 from seqgen_jax.tasks import mlm
 from seqgen_jax.train.evaluate import Evaluator

@@ -3,7 +3,7 @@
 Datasets (``config.data.name``): the names of seqgen_jax/data/images.py -- ``mnist``,
 ``fashion_mnist``, ``cifar10`` (the offline JPEG copy) and ``cifar10_official`` (the binary
 release). Models (``config.model.name``): every model registered with
-``kind="image_classifier"``, e.g. ``vit`` (nn/transformer.py) and ``resnet`` (nn/resnet.py).
+``kind="image_classifier"``, e.g. ``vit`` (nn/vit.py) and ``resnet`` (nn/resnet.py).
 
 Input scaling: the loader yields uint8 images; the task feeds the model float32
 ``x / 127.5 - 1`` in [-1, 1] (``data.image_ops.to_model_range``), so every model sees the same

@@ -16,6 +16,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.name = ""
   c.data.data_dir = ""  # empty: $SEQGEN_DATA_DIR, else ~/seqgen_data
+  c.data.prepared_dir = ""  # empty: $SEQGEN_PREPARED_DIR, else ~/tensorflow_datasets
+  c.data.download = False  # True: fetch missing raw files from their canonical source
 
   c.model = ml_collections.ConfigDict()
   c.model.name = ""
