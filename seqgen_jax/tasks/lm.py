@@ -7,6 +7,9 @@ Datasets (``config.data.name``):
   * ``copy``, ``assoc_recall``: synthetic long-range-memory tasks (seqgen_jax/data/synthetic.py),
     no files needed; the loss covers only the answer positions.
 
+``config.init.from_pretrained=DIR`` fine-tunes a GPT-2 checkpoint (seqgen_jax.convert) whose
+vocabulary is the data's: its model replaces ``config.model``.
+
 Sampling goes through ``seqgen_jax.generate`` (the same code as the user-facing ``generate``):
 the model's cached generation (``init_cache`` / ``decode``: a KV cache, or an RNN's carried
 state) where it has one, and a sliding window of the model's context otherwise.
@@ -37,6 +40,7 @@ from seqgen_jax.data.builder import DataOptions
 from seqgen_jax.data.pipeline import StepSource
 from seqgen_jax.dtypes import compute_dtype_from_name
 from seqgen_jax.registry import MODELS, TASKS, Registry
+from seqgen_jax.tasks import pretrained
 from seqgen_jax.train.task import Task
 
 EVAL_SEED_OFFSET = 1_000_003  # eval streams never reuse a training batch index's randomness
@@ -108,9 +112,14 @@ class LanguageModelTask(Task):
     eval_bs = config.get("eval", {}).get("batch_size", None) or config.train.batch_size
     self.data = make_data(config.data, config.train.batch_size, eval_bs, config.train.seed)
     self.dtype = compute_dtype_from_name(config.train.get("compute_dtype", "float32"))
-    self.model: nn.Module = MODELS.get(config.model.name, kind="causal_lm")(
-        config.model, vocab_size=self.data.vocab_size, max_len=self.data.seq_len,
-        dtype=self.dtype)
+    build_kwargs = dict(vocab_size=self.data.vocab_size, max_len=self.data.seq_len)
+    imported = pretrained.imported_model(config, "causal_lm", build_kwargs, dtype=self.dtype)
+    self.imported_params = None
+    if imported is not None:  # config.init.from_pretrained: fine-tune the checkpoint's model
+      self.model, self.imported_params = imported
+    else:
+      self.model: nn.Module = MODELS.get(config.model.name, kind="causal_lm")(
+          config.model, **build_kwargs, dtype=self.dtype)
     self.sample_cfg = config.get("sample", ml_collections.ConfigDict())
 
   # ---------------------------------------------------------------- training and evaluation
@@ -118,6 +127,9 @@ class LanguageModelTask(Task):
   def init_params(self, rng: jax.Array):
     tokens_BT = jnp.zeros((1, self.data.seq_len), jnp.int32)
     return self.model.init({"params": rng}, tokens_BT, train=False)["params"]
+
+  def initial_params(self):
+    return self.imported_params
 
   def loss_fn(self, params, batch, rng):
     logits_BTV = self.model.apply({"params": params}, batch["inputs"], train=True,
