@@ -7,9 +7,9 @@ backticked file name (``state.py``, ``nn/unet.py``) is a file somewhere in the r
 ``--config=experiments/configs/X.py[:args]`` (and each backticked ``X.py:args`` of a config)
 names a config whose arguments load, with every ``--config.<field>`` override of that command a
 field of that config; any other ``--config.<field>`` / ``--set=<field>`` is a field of some
-config. The README's layout tree matches the tree, and no doc or source file refers to issue
-numbers or work sessions ("stop N"). The checker is shown to report each kind of problem on a
-synthetic doc.
+config; links to ``#anchors`` find their heading. The README's layout tree matches the tree,
+and no doc or source file refers to issue numbers or work sessions ("stop N"). The checker is
+shown to report each kind of problem on a synthetic doc.
 """
 
 from __future__ import annotations
@@ -224,9 +224,21 @@ def _without_output_blocks(text: str) -> str:
   return re.sub(r"^```text\n.*?^```$", "", text, flags=re.S | re.M)
 
 
+def _slug(heading: str) -> str:
+  """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to dashes."""
+  return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchor_problems(text: str) -> list[str]:
+  """Links to ``#anchors`` of the same doc that no heading makes."""
+  slugs = {_slug(h) for h in re.findall(r"^#+ (.+)$", text, re.M)}
+  return [f"no heading for the link #{a}" for a in re.findall(r"\]\(#([\w-]+)\)", text)
+          if a not in slugs]
+
+
 def problems(text: str) -> list[str]:
   """Everything wrong with one doc's text, one line each."""
-  out = forbidden_references(text)
+  out = forbidden_references(text) + anchor_problems(text)
   text = _without_output_blocks(text)
   for m in PATH_RE.finditer(text):
     if (p := _check_path(m.group(1))) is not None:
@@ -320,10 +332,12 @@ See `seqgen_jax/nn/no_such_model.py` and seqgen_jax/tasks/missing/ and `tests/te
     python -m experiments.diffusion_eval --workdir=/tmp/x --set=eval.fid_num_smaples=10
 The overrides `--config.optimizer.lrr=1e-3`; the config `sst2.py:model=gru`; the file `gone.py`;
 `seqgen_jax.registry.NoSuchThing`, `experiments/configs/dit.py:dataset=svhn`.
-Measured in stop 12, as the issue's goals say.
+Measured in stop 12, as the issue's goals say; see [the table](#no-such-heading).
 """
 
 GOOD_DOC = """
+## Bits/dim, FID (10k)
+[see](#bitsdim-fid-10k)
 ```text
 error: --config=experiments/configs/copy.py:fast: unknown config argument 'fast'
 ```
@@ -353,7 +367,8 @@ def test_the_checker_reports_each_kind_of_problem():
                    "`gone.py`: no such file",
                    "seqgen_jax.registry has no NoSuchThing",
                    "dit.py:dataset=svhn: config argument dataset=svhn",
-                   "refers to 'stop 12'", "refers to 'the issue's'"]:
+                   "refers to 'stop 12'", "refers to 'the issue's'",
+                   "no heading for the link #no-such-heading"]:
     assert expected in found, (expected, found)
 
 
