@@ -37,7 +37,7 @@ CONFIG_RE = re.compile(r"--config=experiments/configs/([\w/]+\.py)(?::([\w=,|.-]
 OVERRIDE_RE = re.compile(r"--config\.([\w.]+)=")
 SET_RE = re.compile(r"--set=([\w.]+)=")
 MODULE_RE = re.compile(r"python3? -m ((?:seqgen_jax|experiments)\b[\w.]*)")
-DOTTED_RE = re.compile(r"`((?:seqgen_jax|experiments)\.[\w.]+)")
+DOTTED_RE = re.compile(r"`((?:seqgen_jax|experiments)\.[\w.]+)(?:\([^`]*\))?`")
 CODE_SPAN_RE = re.compile(r"`([^`\n]+)`")
 BARE_FILE_RE = re.compile(r"^([\w./-]+\.(?:py|sh))(?::([\w=,|.-]+))?$")
 # References to the project's own issue tracker or work log, which mean nothing to a reader.
@@ -236,11 +236,17 @@ def anchor_problems(text: str) -> list[str]:
           if a not in slugs]
 
 
+def _without_outputs(text: str) -> str:
+  """The text less what commands create (``--out=``, ``--workdir=``, ``> file``): those paths
+  need not exist yet."""
+  return re.sub(r"--(?:out|workdir)=\S+|\s>\s+\S+", " ", text)
+
+
 def problems(text: str) -> list[str]:
   """Everything wrong with one doc's text, one line each."""
   out = forbidden_references(text) + anchor_problems(text)
   text = _without_output_blocks(text)
-  for m in PATH_RE.finditer(text):
+  for m in PATH_RE.finditer(_without_outputs(text)):
     if (p := _check_path(m.group(1))) is not None:
       out.append(p)
   for line in _logical_lines(text):
@@ -348,7 +354,8 @@ error: --config=experiments/configs/copy.py:fast: unknown config argument 'fast'
     python -m experiments.main --config=experiments/configs/copy.py:model=mingru,runlocal \\
         --workdir=/tmp/x --config.train.num_steps=3
     python -m experiments.showdown --config=experiments/configs/showdown/quick.py:task=copy \\
-        --config.seeds=1 --out=/tmp/s
+        --config.seeds=1 --out=results/showdown/copy
+    python -m experiments.bench.tables /tmp/accel > docs/speed.md
 """
 
 

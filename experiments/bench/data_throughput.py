@@ -2,6 +2,7 @@
 
   python -m experiments.bench.data_throughput --data_dir=../shared/data
   python -m experiments.bench.data_throughput --data_dir=../shared/data --datasets=mnist,sst2
+  python -m experiments.bench.data_throughput --data_dir=../shared/data --out=/tmp/bench
 
 For each dataset, on this machine's CPU:
   * prep s: full preparation (raw-file checks, parsing, TFDS array_record writing) into a fresh
@@ -13,7 +14,8 @@ For each dataset, on this machine's CPU:
   * batch ex/s: whole training batches from the loader's StepSource (read, tokenize, pad,
     collate; windows for the series and Tiny Shakespeare, whose splits are single records), the
     first batch excluded.
-Throughputs are medians over ``--repeats`` timings of ``--batches`` batches each.
+Throughputs are medians over ``--repeats`` timings of ``--batches`` batches each. ``--out``
+writes the JSON record (experiments/bench/common.py): FILE.json, or a folder.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from experiments import cli
+from experiments.bench import common
 from seqgen_jax.data import builder, catalog, images, multi30k, sentiment, shakespeare, timeseries
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Raw data directory (else $SEQGEN_DATA_DIR).")
@@ -34,6 +37,7 @@ _DATASETS = flags.DEFINE_list("datasets", catalog.OFFLINE, "Datasets to measure.
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats (after one untimed run).")
 _BATCH = flags.DEFINE_integer("batch", 128, "Examples per batch.")
 _BATCHES = flags.DEFINE_integer("batches", 20, "Batches per timing.")
+_OUT = flags.DEFINE_string("out", "", "Write the JSON record here (FILE.json, or a folder).")
 
 
 def _train_source(name: str, options: builder.DataOptions, batch: int):
@@ -115,6 +119,17 @@ def main(argv):
                      f"{r['ours'] / r['tfds']:.1f}")
     print(f"| {r['name']} | {r['examples']:,} | {r['prep']:.2f} | {per_example} | "
           f"{r['pipe']:,.0f} |")
+
+  path = common.out_path(_OUT.value, "data_throughput")
+  if path:
+    common.write_json(path, common.bench_record(
+        "data_throughput",
+        shapes={"datasets": list(_DATASETS.value), "batch": _BATCH.value,
+                "batches": _BATCHES.value, "repeats": _REPEATS.value},
+        results={"rows": rows}, peer="TFDS data source (its own NumPy decoding), same records",
+        notes="prep s: full preparation; ours / tfds: random-access reads, examples/s; "
+              "pipe: whole training batches, examples/s"))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ same run on CPU (median of jitted square matmuls in the compute dtype), which th
   python -m experiments.bench.mfu --preset=gpt2_124m --batch_size=1 --steps=3 \
       --compute_dtype=float32                                   # CPU (slow: ~1 TFLOP a step)
   python -m experiments.bench.mfu --preset=small --steps=10     # CPU, seconds
+
+``--out`` writes the JSON record (experiments/bench/common.py): FILE.json, or a folder that gets
+``mfu_<preset>.json``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from absl import flags
 
 import seqgen_jax.nn  # noqa: F401  (registers the models)
 from experiments import cli
+from experiments.bench import common
 from seqgen_jax.registry import MODELS
 from seqgen_jax.train import perf
 from seqgen_jax.train import sharding as sharding_lib
@@ -46,6 +50,7 @@ _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps (after one warm-up step)
 _DTYPE = flags.DEFINE_enum("compute_dtype", None, ["float32", "bfloat16"],
                            "Compute dtype; default bfloat16 on GPU/TPU, float32 on CPU.")
 _FSDP = flags.DEFINE_integer("fsdp", 1, "mesh.fsdp (1: plain data parallel).")
+_OUT = flags.DEFINE_string("out", "", "Write the JSON record here (FILE.json, or a folder).")
 
 
 def gpt_train_flops(layers: int, d: int, seq: int, vocab: int, tokens: int) -> float:
@@ -142,6 +147,15 @@ def main(argv):
         f"median {step_s * 1e3:.1f} ms/step over {_STEPS.value} steps, {tflops:.4g} TFLOP/s, "
         f"{mfu}, peak mem {mem_s}")
   print(json.dumps(result))
+  path = common.out_path(_OUT.value, f"mfu_{_PRESET.value}")
+  if path:
+    shapes = {"preset": _PRESET.value, "num_layers": layers, "num_heads": heads, "d_model": d,
+              "seq_len": seq, "vocab_size": vocab, "batch": batch, "compute_dtype": dtype_name,
+              "fsdp": _FSDP.value, "steps": _STEPS.value}
+    common.write_json(path, common.bench_record(
+        f"mfu_{_PRESET.value}", shapes=shapes, results=result, peer=None,
+        notes=f"MFU against the {peak_source}"))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -18,10 +18,6 @@ speeds are reported as ratios against a peer timed in the same run.
 from __future__ import annotations
 
 import json
-import os
-import platform
-import statistics
-import time
 from collections.abc import Callable
 
 import jax
@@ -29,31 +25,32 @@ import jax.numpy as jnp
 from absl import flags
 
 from experiments import cli
+from experiments.bench import common
 from seqgen_jax.nn.parallel_rnn import MinGRU
 from seqgen_jax.nn.rnn import StackedRNN, cudnn_lstm_available
 
 FLAGS = flags.FLAGS
-flags.DEFINE_bool("quick", False, "small shapes for a fast check")
-flags.DEFINE_integer("reps", 5, "timed repetitions (the median is reported)")
-flags.DEFINE_integer("batch", 64, "part 1 batch size")
-flags.DEFINE_integer("seq_len", 512, "part 1 sequence length")
-flags.DEFINE_integer("hidden", 1024, "part 1 hidden (= input) size")
-flags.DEFINE_list("lengths", ["512", "2048", "4096"], "part 2 sequence lengths")
-flags.DEFINE_integer("len_batch", 16, "part 2 batch size")
-flags.DEFINE_integer("len_hidden", 512, "part 2 hidden (= input) size of both models")
-flags.DEFINE_bool("torch", True, "time torch.nn.LSTM in part 1")
-flags.DEFINE_string("out", "", "write the results as JSON here")
+
+
+def _define_flags() -> None:
+  """The command line's flags, defined only when this file is the program (so that importing
+  its functions next to another absl program, as the accelerator report does, cannot clash)."""
+  flags.DEFINE_bool("quick", False, "small shapes for a fast check")
+  flags.DEFINE_integer("reps", 5, "timed repetitions (the median is reported)")
+  flags.DEFINE_integer("batch", 64, "part 1 batch size")
+  flags.DEFINE_integer("seq_len", 512, "part 1 sequence length")
+  flags.DEFINE_integer("hidden", 1024, "part 1 hidden (= input) size")
+  flags.DEFINE_list("lengths", ["512", "2048", "4096"], "part 2 sequence lengths (empty: skip)")
+  flags.DEFINE_integer("len_batch", 16, "part 2 batch size")
+  flags.DEFINE_integer("len_hidden", 512, "part 2 hidden (= input) size of both models")
+  flags.DEFINE_bool("torch", True, "time torch.nn.LSTM in part 1")
+  flags.DEFINE_string("out", "", "write the JSON record here (FILE.json, or a folder)")
 
 
 def median_seconds(run: Callable[[], object], reps: int) -> float:
-  """Runs ``run`` once (warm-up), then ``reps`` timed times; the median wall time."""
-  run()
-  times = []
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    run()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
+  """Runs ``run`` once (warm-up), then ``reps`` timed times; the median wall time (``run``
+  waits for its own result)."""
+  return common.median_seconds(run, warmup=1, iters=reps, sync=lambda _: None)
 
 
 def jax_fwd_bwd(module, x_BTI: jax.Array) -> Callable[[], object]:
@@ -69,10 +66,13 @@ def jax_fwd_bwd(module, x_BTI: jax.Array) -> Callable[[], object]:
 
 
 def torch_lstm_fwd_bwd(b: int, t: int, h: int) -> tuple[Callable[[], object], str]:
+  """A forward + backward of ``torch.nn.LSTM`` (cuDNN on a CUDA GPU), and what it is."""
+  import os
+
   import torch
 
   torch.set_num_threads(os.cpu_count() or 1)
-  dev = "cuda" if torch.cuda.is_available() else "cpu"
+  dev = common.torch_device()
   lstm = torch.nn.LSTM(h, h, batch_first=True).to(dev)
   x = torch.randn(b, t, h, device=dev, requires_grad=True)
 
@@ -81,8 +81,7 @@ def torch_lstm_fwd_bwd(b: int, t: int, h: int) -> tuple[Callable[[], object], st
     x.grad = None
     y, _ = lstm(x)
     (y ** 2).mean().backward()
-    if dev == "cuda":
-      torch.cuda.synchronize()
+    common.torch_sync(dev)
 
   backend = "cuDNN" if dev == "cuda" else (
       "oneDNN" if torch.backends.mkldnn.is_available() else "ATen CPU")
@@ -91,6 +90,8 @@ def torch_lstm_fwd_bwd(b: int, t: int, h: int) -> tuple[Callable[[], object], st
 
 
 def part1(b: int, t: int, h: int, reps: int, with_torch: bool) -> dict:
+  """LSTM forward + backward: scan, fused cuDNN (GPU) and torch; a reason where one cannot
+  run. Returns {"shape", "results", "throughput_ratios", "peer"}."""
   x = jax.random.normal(jax.random.PRNGKey(1), (b, t, h), jnp.float32)
   rows = {}
   s = median_seconds(jax_fwd_bwd(StackedRNN("lstm", h), x), reps)
@@ -99,20 +100,27 @@ def part1(b: int, t: int, h: int, reps: int, with_torch: bool) -> dict:
     s = median_seconds(jax_fwd_bwd(StackedRNN("lstm", h, impl="cudnn"), x), reps)
     rows["fused"] = {"seconds": s, "tokens_per_s": b * t / s}
   else:
-    rows["fused"] = "n/a: no GPU"
+    rows["fused"] = (f"unavailable: the fused cuDNN LSTM needs a CUDA GPU (JAX backend "
+                     f"'{jax.default_backend()}')")
+  peer = None
   if with_torch:
-    run, desc = torch_lstm_fwd_bwd(b, t, h)
-    s = median_seconds(run, reps)
-    rows["torch"] = {"seconds": s, "tokens_per_s": b * t / s, "what": desc}
+    try:
+      run, peer = torch_lstm_fwd_bwd(b, t, h)
+      s = median_seconds(run, reps)
+      rows["torch"] = {"seconds": s, "tokens_per_s": b * t / s, "what": peer}
+    except ImportError as e:
+      peer = rows["torch"] = f"unavailable: {e}"
+    finally:
+      common.release_torch_memory()
   ratios = {}
-  if "torch" in rows:
+  if isinstance(rows.get("torch"), dict):
     ratios["scan / torch"] = rows["torch"]["seconds"] / rows["scan"]["seconds"]
     if isinstance(rows["fused"], dict):
       ratios["fused / torch"] = rows["torch"]["seconds"] / rows["fused"]["seconds"]
   if isinstance(rows["fused"], dict):
     ratios["scan / fused"] = rows["fused"]["seconds"] / rows["scan"]["seconds"]
   return {"shape": {"batch": b, "seq_len": t, "hidden": h, "input": h, "layers": 1},
-          "results": rows, "throughput_ratios": ratios}
+          "results": rows, "throughput_ratios": ratios, "peer": peer}
 
 
 def part2(lengths: list[int], b: int, h: int, reps: int) -> dict:
@@ -127,6 +135,20 @@ def part2(lengths: list[int], b: int, h: int, reps: int) -> dict:
   return {"shape": {"batch": b, "hidden": h, "input": h, "layers": 1}, "by_seq_len": out}
 
 
+def record(lstm: dict, mingru: dict | None, reps: int, command: str | None = None) -> dict:
+  """The benchmark's JSON record (experiments/bench/common.py's schema)."""
+  shapes = {"lstm_fwd_bwd": lstm["shape"], "dtype": "float32", "reps": reps}
+  results = {"lstm_fwd_bwd": {k: lstm[k] for k in ("results", "throughput_ratios")}}
+  if mingru is not None:
+    shapes["mingru_vs_lstm"] = {**mingru["shape"], "seq_lens": [int(t) for t in
+                                                                 mingru["by_seq_len"]]}
+    results["mingru_vs_lstm"] = mingru["by_seq_len"]
+  return common.bench_record(
+      "rnn_bench", shapes=shapes, results=results, peer=lstm["peer"],
+      notes="forward + backward (grads of params and input) of one LSTM layer; "
+            "throughput ratios > 1: the first named is faster", command=command)
+
+
 def main(argv):
   del argv
   if FLAGS.quick:
@@ -134,17 +156,15 @@ def main(argv):
   else:
     b, t, h = FLAGS.batch, FLAGS.seq_len, FLAGS.hidden
     lengths, lb, lh = [int(v) for v in FLAGS.lengths], FLAGS.len_batch, FLAGS.len_hidden
-  dev = jax.devices()[0]
-  report = {"device": f"{dev.platform}: {getattr(dev, 'device_kind', '')}",
-            "host": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-            "jax": jax.__version__, "reps": FLAGS.reps, "dtype": "float32",
-            "lstm_fwd_bwd": part1(b, t, h, FLAGS.reps, FLAGS.torch),
-            "mingru_vs_lstm": part2(lengths, lb, lh, FLAGS.reps)}
-  print(json.dumps(report, indent=2))
-  if FLAGS.out:
-    with open(FLAGS.out, "w") as f:
-      json.dump(report, f, indent=2)
+  lstm = part1(b, t, h, FLAGS.reps, FLAGS.torch)
+  mingru = part2(lengths, lb, lh, FLAGS.reps) if lengths else None
+  report = record(lstm, mingru, FLAGS.reps)
+  print(json.dumps(common.jsonable(report), indent=2))
+  path = common.out_path(FLAGS.out, "rnn_bench")
+  if path:
+    common.write_json(path, report)
 
 
 if __name__ == "__main__":
+  _define_flags()
   cli.run(main)
