@@ -75,9 +75,10 @@ def main(argv):
   import numpy as np
 
   from seqgen_jax.errors import SeqgenError
-  from seqgen_jax.registry import TASKS
-  from seqgen_jax.tasks import pretrained
-  from seqgen_jax.tasks.diffusion import parse_shard
+  from seqgen_jax.eval.fid_samples import parse_shard
+  from seqgen_jax.tasks import build_task, pretrained
+  from seqgen_jax.train import sharding
+  from seqgen_jax.train.evaluate import Evaluator
   from seqgen_jax.train.metrics import encode_png
 
   try:
@@ -92,11 +93,12 @@ def main(argv):
         config.eval.bpd_num_examples = 0
     for item in _SET.value:
       _apply(config, item)
-    task = TASKS.get(config.task)(config)
+    task = build_task(config)
     params, step = pretrained.load_params(_WORKDIR.value, prefer_ema=_EMA.value)
     rng = jax.random.PRNGKey(_SEED.value)
     t0 = time.perf_counter()
-    metrics = task.final_eval(params, rng)
+    evaluator = Evaluator(sharding.make_mesh(config.get("mesh", {}).get("fsdp", 1)))
+    metrics = task.final_eval(params, rng, evaluator)
   except SeqgenError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

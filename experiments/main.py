@@ -46,6 +46,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   # Imported here so that jax.distributed.initialize() runs before JAX touches a device.
   from seqgen_jax.errors import SeqgenError
+  from seqgen_jax.tasks import build_task
   from seqgen_jax.train import loop, sharding
 
   try:
@@ -56,7 +57,7 @@ def main(argv):
     logging.info("JAX %s on %s: %d devices, process %d of %d", jax.__version__,
                  jax.default_backend(), jax.device_count(), jax.process_index(),
                  jax.process_count())
-    loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value, build_task)
   except SeqgenError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -205,6 +205,7 @@ def train_all(s: Settings, out: str) -> list[dict]:
   """Trains every fitting model for every seed under the budget; one record per run."""
   from experiments import showdown_steps
   from seqgen_jax.registry import MODELS
+  from seqgen_jax.tasks import build_task
   from seqgen_jax.train import loop
 
   records = []
@@ -223,7 +224,7 @@ def train_all(s: Settings, out: str) -> list[dict]:
       config = make_config(s, train_task, name, data, seed=seed, num_steps=n)
       logging.info("showdown: %s on %s, seed %d, %d steps", label, s.task, seed, n)
       t0 = time.perf_counter()
-      loop.train_and_evaluate(config, workdir)
+      loop.train_and_evaluate(config, workdir, build_task)
       rec = _run_record(s, workdir, label, family, time.perf_counter() - t0, prep.num_params,
                         prep.tokens_per_step, prep.flops or float("nan"))
       rec["seed"] = seed

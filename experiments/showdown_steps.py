@@ -6,7 +6,7 @@ time, which gives the step's FLOPs (XLA cost analysis, ``loop.step_flops``, of t
 time scans unrolled: ``count_flops``) and its per-device memory (``perf.estimate_memory``:
 state + batch + XLA temporaries) before anything runs.
 ``time_steps`` measures the median step time of that compiled step (compilation excluded);
-``train_briefly`` runs a short training with it and evaluates with ``loop.evaluate`` (the
+``train_briefly`` runs a short training with it and evaluates with ``train.evaluate`` (the
 dependency-length sweeps, where one number per run is all that is kept);
 ``input_gradient_norms`` measures how much gradient reaches each input position.
 """
@@ -22,14 +22,14 @@ import jax
 import ml_collections
 import numpy as np
 
-import seqgen_jax.tasks  # noqa: F401  (registers the tasks)
-from seqgen_jax.registry import TASKS
-from seqgen_jax.tasks.base import Task
+from seqgen_jax.tasks import build_task
 from seqgen_jax.train import loop, perf
 from seqgen_jax.train import sharding as sharding_lib
+from seqgen_jax.train.evaluate import Evaluator, evaluate
 from seqgen_jax.train.optim import build_optimizer
 from seqgen_jax.train.state import create_train_state
 from seqgen_jax.train.step import make_train_step
+from seqgen_jax.train.task import Task
 
 
 @dataclasses.dataclass
@@ -57,7 +57,7 @@ def _build(config: ml_collections.ConfigDict):
   tc = config.train
   mesh = sharding_lib.make_mesh(1)
   sharding_lib.check_batch_size(tc.batch_size, mesh)
-  task = TASKS.get(config.task)(config)
+  task = build_task(config)
   tx, schedule = build_optimizer(config.optimizer, tc.num_steps)
   init_fn = functools.partial(create_train_state, task.init_params, tx, use_ema=False)
   abstract_state = jax.eval_shape(init_fn, jax.random.PRNGKey(0))
@@ -85,7 +85,7 @@ def count_flops(config: ml_collections.ConfigDict) -> float | None:
   the same step built with ``config.model.unroll`` = the sequence length (the scan fully
   unrolled: the same arithmetic, no loop); models without a time loop ignore the field.
   """
-  task = TASKS.get(config.task)(config)
+  task = build_task(config)
   seq_len = int(np.shape(task.train_source().batch(0, slice(0, 1))["inputs"])[1])
   unrolled = ml_collections.ConfigDict(config.to_dict())
   unrolled.model.unroll = seq_len
@@ -134,9 +134,7 @@ def train_briefly(prep: PreparedStep) -> tuple[dict[str, float], Any]:
   state = prep.init(jax.random.PRNGKey(prep.config.train.seed))
   for i in range(prep.config.train.num_steps):
     state, _ = prep.compiled(state, _batch(prep, i))
-  eval_fn = jax.jit(prep.task.eval_step)
-  bs = prep.config.eval.get("batch_size", 0) or prep.config.train.batch_size
-  metrics = loop.evaluate(prep.task, eval_fn, state.params, prep.mesh, slice(0, bs))
+  metrics = evaluate(prep.task, Evaluator(prep.mesh), state.params)
   return metrics, state.params
 
 

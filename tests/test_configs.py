@@ -139,13 +139,13 @@ def autoencoder_workdir(tmp_path_factory, data_dir):
 
   import optax
 
-  from seqgen_jax.registry import TASKS
+  from seqgen_jax.tasks import build_task
   from seqgen_jax.train.checkpoint import Checkpointer
   from seqgen_jax.train.state import create_train_state
 
   cfg = module("mnist_autoencoder.py").get_config("runlocal")
   cfg.data.data_dir = str(data_dir)
-  task = TASKS.get("autoencoder")(cfg)
+  task = build_task(cfg)
   state = create_train_state(task.init_params, optax.sgd(0.1), jax.random.PRNGKey(0),
                              use_ema=False)
   path = tmp_path_factory.mktemp("mnist_ae")
@@ -158,15 +158,14 @@ def autoencoder_workdir(tmp_path_factory, data_dir):
 
 def abstract_train_step(config):
   """The loop's task, state and train step for ``config``, under jax.eval_shape."""
-  import seqgen_jax.tasks  # noqa: F401  (registers the tasks)
-  from seqgen_jax.registry import TASKS
+  from seqgen_jax.tasks import build_task
   from seqgen_jax.train import sharding
   from seqgen_jax.train.optim import build_optimizer
   from seqgen_jax.train.state import create_train_state
   from seqgen_jax.train.step import make_train_step
 
   tc = config.train
-  task = TASKS.get(config.task)(config)
+  task = build_task(config)
   mesh = sharding.make_mesh(config.mesh.fsdp)
   tx, schedule = build_optimizer(config.optimizer, tc.num_steps)
   init_fn = functools.partial(create_train_state, task.init_params, tx,

@@ -86,10 +86,9 @@ def test_lm_task_sampling_compiles_once_across_calls():
   import jax
   from conftest import tiny_lm_config
 
-  import seqgen_jax.tasks  # noqa: F401  (registers "lm")
-  from seqgen_jax.registry import TASKS
+  from seqgen_jax.tasks import build_task
 
-  task = TASKS.get("lm")(tiny_lm_config())
+  task = build_task(tiny_lm_config())
   params = task.init_params(jax.random.PRNGKey(0))
   first = task.sample(params, jax.random.PRNGKey(1))
   second = task.sample(params, jax.random.PRNGKey(2))

@@ -134,6 +134,26 @@ def test_vp_sde_is_the_limit_of_the_linear_schedule():
   np.testing.assert_allclose(2 * jnp.log(alpha), lin.log_alphas_cumprod_T, rtol=1e-2, atol=1e-3)
 
 
+def test_continuous_vp_matches_the_discrete_linear_schedule():
+  """bits/dim integrates the VP SDE; at t = i / (N - 1) its alpha^2 must be the schedule's
+  abar_i (the closed form exp(-t^2 (b1 - b0) / 2 - t b0) against the cumulative product)."""
+  sched = schedules.make_schedule("linear", 1000)
+  vp = sde.continuous_vp(sched)
+  i = np.array([0, 10, 100, 500, 999])
+  t = i / 999.0
+  abar_closed = np.exp(-0.5 * t**2 * (vp.beta_max - vp.beta_min) - t * vp.beta_min)
+  abar = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))[i]
+  # Equal up to the first step (abar_i has i + 1 betas) and O(1/N) discretisation.
+  np.testing.assert_allclose(np.log(abar_closed), np.log(abar), rtol=0.01, atol=1e-3)
+  np.testing.assert_allclose(np.asarray(vp.marginal(jnp.asarray(t))[0]) ** 2, abar_closed,
+                             rtol=1e-4, atol=1e-7)
+  # The log-SNR-matched index is i up to the first step and the O(1/N) discretisation gap.
+  index = np.asarray(sde.continuous_to_index(sched, vp)(jnp.asarray(t, jnp.float32)))
+  np.testing.assert_allclose(index, i, atol=4.0)
+  with pytest.raises(ConfigError, match="linear schedule"):
+    sde.continuous_vp(schedules.make_schedule("cosine", 1000))
+
+
 def test_continuous_cosine_matches_the_discrete_grid():
   cos = schedules.make_schedule("cosine")
   t = np.arange(1, 900) / 1000  # below the 0.999 cap of the betas
@@ -157,6 +177,8 @@ def test_bad_input_is_a_one_line_config_error():
                                eta=0.0, variance="fixed_small"), "no option(s) variance"),
       (lambda: sde.make_sde("vp", sigma_max=50.0), "beta_max, beta_min"),
       (lambda: sde.make_sde("subvp"), "choose one of: ve, vp"),
+      (lambda: samplers.parse_sampler("ddim50"), "must be NAME-STEPS, e.g. ddim-50"),
+      (lambda: samplers.parse_sampler("euler-10"), "choose one of: ddim, ddpm"),
   ]
   for fn, fragment in cases:
     with pytest.raises(ConfigError) as err:

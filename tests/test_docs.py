@@ -269,9 +269,10 @@ def layout_problems(readme: str) -> list[str]:
     return ["no layout tree between <!-- layout:begin --> and <!-- layout:end -->"]
   out, stack, listed = [], [], set()
   for line in m.group(1).splitlines():
-    if not line.strip():
+    indent = len(line) - len(line.lstrip())
+    if not line.strip() or indent >= 16:  # blank, or a description wrapped onto its own line
       continue
-    depth = (len(line) - len(line.lstrip())) // 2
+    depth = indent // 2
     name = line.split()[0]
     stack = stack[:depth] + [name.rstrip("/")]
     path = "/".join(stack)

@@ -14,9 +14,9 @@ import pytest
 from etils.epath import backend as epath_backend
 from fsspec.implementations.local import LocalFileSystem
 
-from seqgen_jax.tasks.base import Task
 from seqgen_jax.train import loop, perf
 from seqgen_jax.train.metrics import MetricWriter
+from seqgen_jax.train.task import Task
 
 
 class _LocalGCS(LocalFileSystem):

@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 from conftest import apply_overrides
 
+from seqgen_jax.data.image_ops import CLASSIFIER_ASSET_FILE
 from seqgen_jax.errors import ConfigError, DataError
 from seqgen_jax.eval import fid
 from seqgen_jax.nn.resnet import build_resnet
-from seqgen_jax.tasks import image_classify
+from seqgen_jax.tasks import build_task, image_classify
 from seqgen_jax.train.defaults import default_config
 from seqgen_jax.train.loop import train_and_evaluate
 from tests.conftest import read_jsonl
@@ -56,7 +57,7 @@ def tiny_config(data_dir, **overrides):
 def run(tmp_path_factory, data_dir):
   """One short ResNet training on the first 512 MNIST images; returns its workdir."""
   workdir = tmp_path_factory.mktemp("mnist_resnet")
-  train_and_evaluate(tiny_config(data_dir), str(workdir))
+  train_and_evaluate(tiny_config(data_dir), str(workdir), build_task)
   return workdir
 
 
@@ -188,7 +189,7 @@ def test_training_run_learns_and_evaluates_the_whole_test_split(run):
   final = json.loads((run / "final_metrics.json").read_text())
   assert final["test_examples"] == SUBSET  # every test example exactly once
   assert final["test_accuracy"] > 0.2  # 100 steps on 512 images; chance is 0.1
-  info = json.loads((run / image_classify.ASSET_FILE).read_text())
+  info = json.loads((run / CLASSIFIER_ASSET_FILE).read_text())
   assert info["dataset"] == "mnist" and info["image_shape"] == [28, 28, 1]
 
 
@@ -269,7 +270,7 @@ def test_vit_trains_through_the_task(tmp_path, data_dir):
   c = tiny_config(data_dir, model__name="vit", data__augment="none")
   c.model = ml_collections.ConfigDict(dict(name="vit", patch_size=7, num_layers=1, num_heads=2,
                                            d_model=32, d_ff=64))
-  train_and_evaluate(c, str(tmp_path))
+  train_and_evaluate(c, str(tmp_path), build_task)
   rows = read_jsonl(tmp_path / "metrics.jsonl")
   train = [r for r in rows if r.get("split") == "train" and "loss" in r]
   assert train[-1]["loss"] < train[0]["loss"] - 0.2
@@ -281,9 +282,9 @@ def test_resume_with_augmentation_equals_a_straight_run(tmp_path, data_dir):
   """Augmentation comes from the step RNG: restarting at step 15 gives the same final params."""
   c = tiny_config(data_dir, data__augment="crop_flip", train__num_steps=20,
                   train__checkpoint_every=10, train__eval_every=10, train__final_eval=False)
-  straight = train_and_evaluate(c, str(tmp_path / "a"))
+  straight = train_and_evaluate(c, str(tmp_path / "a"), build_task)
   shutil.copytree(tmp_path / "a", tmp_path / "b")
   shutil.rmtree(tmp_path / "b" / "checkpoints" / "20")
-  resumed = train_and_evaluate(c, str(tmp_path / "b"))
+  resumed = train_and_evaluate(c, str(tmp_path / "b"), build_task)
   for x, y in zip(jax.tree.leaves(straight.params), jax.tree.leaves(resumed.params)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

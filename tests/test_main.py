@@ -8,6 +8,8 @@ import pytest
 from conftest import REPO, main_command, read_jsonl, tiny_lm_config
 
 from seqgen_jax.errors import ConfigError, DataError
+from seqgen_jax.tasks import build_task
+from seqgen_jax.tasks.lm import LanguageModelTask
 from seqgen_jax.train.loop import train_and_evaluate
 
 
@@ -44,7 +46,7 @@ def test_shakespeare_runlocal_reports_bpc_and_text(tmp_path, data_dir):
   config = tiny_lm_config(data__name="tinyshakespeare", data__seq_len=32,
                           data__data_dir=str(data_dir), train__num_steps=30,
                           train__eval_every=30, sample__num_tokens=40)
-  train_and_evaluate(config, str(tmp_path))
+  train_and_evaluate(config, str(tmp_path), build_task)
   rows = read_jsonl(tmp_path / "metrics.jsonl")
   ev = [r for r in rows if r["split"] == "eval"][-1]
   assert 1.0 < ev["bits_per_char"] < 6.0 and "seq_accuracy" not in ev
@@ -70,7 +72,7 @@ def test_shakespeare_runlocal_reports_bpc_and_text(tmp_path, data_dir):
 def test_bad_config_is_one_line_and_writes_nothing(tmp_path, override, message):
   wd = tmp_path / "wd"
   with pytest.raises(ConfigError, match=message) as e:
-    train_and_evaluate(tiny_lm_config(**override), str(wd))
+    train_and_evaluate(tiny_lm_config(**override), str(wd), build_task)
   assert "\n" not in str(e.value)
   assert not wd.exists()
 
@@ -80,7 +82,7 @@ def test_missing_data_is_one_line_and_writes_nothing(tmp_path):
   config = tiny_lm_config(data__name="tinyshakespeare", data__seq_len=16,
                           data__data_dir=str(tmp_path))
   with pytest.raises(DataError, match=r"no file .*tinyshakespeare/input.txt.gz.*download https"):
-    train_and_evaluate(config, str(wd))
+    train_and_evaluate(config, str(wd), build_task)
   assert not wd.exists()
 
 
@@ -103,20 +105,16 @@ def test_final_eval_runs_once_on_ema_params_and_is_written(tmp_path):
   import jax
   import numpy as np
 
-  from seqgen_jax.registry import TASKS
-
   seen = []
-  base = TASKS.get("lm")
 
-  class LMWithFinal(base):
-    def final_eval(self, params, rng):
+  class LMWithFinal(LanguageModelTask):
+    def final_eval(self, params, rng, evaluator):
       seen.append(params)
       return {"param_sum": float(sum(np.sum(x) for x in jax.tree.leaves(params)))}
 
-  if "lm_final_eval_test" not in TASKS:
-    TASKS.register("lm_final_eval_test")(LMWithFinal)
-  state = train_and_evaluate(tiny_lm_config(task="lm_final_eval_test", train__ema_decay=0.9,
-                                            train__num_steps=4), str(tmp_path))
+  # The loop takes any config -> Task function: here the subclass itself, no registry entry.
+  state = train_and_evaluate(tiny_lm_config(train__ema_decay=0.9, train__num_steps=4),
+                             str(tmp_path), LMWithFinal)
   assert len(seen) == 1
   want = float(sum(np.sum(x) for x in jax.tree.leaves(state.ema_params)))
   got = json.loads((tmp_path / "final_metrics.json").read_text())
@@ -127,21 +125,16 @@ def test_final_eval_runs_once_on_ema_params_and_is_written(tmp_path):
 
 
 def test_sample_every_zero_samples_at_the_end_and_minus_one_never(tmp_path):
-  from seqgen_jax.registry import TASKS
-
   calls = []
-  base = TASKS.get("lm")
 
-  class LMCountingSamples(base):
+  class LMCountingSamples(LanguageModelTask):
     def sample(self, params, rng):
       calls.append(1)
       return {"text": "x"}
 
-  if "lm_sample_count_test" not in TASKS:
-    TASKS.register("lm_sample_count_test")(LMCountingSamples)
   for every, want in ((0, 1), (-1, 0), (3, 2)):  # 3 of 4 steps: at step 3 and at the end
     calls.clear()
-    train_and_evaluate(tiny_lm_config(task="lm_sample_count_test", train__num_steps=4,
-                                      train__sample_every=every, train__final_eval=False),
-                       str(tmp_path / f"every{every}"))
+    train_and_evaluate(tiny_lm_config(train__num_steps=4, train__sample_every=every,
+                                      train__final_eval=False),
+                       str(tmp_path / f"every{every}"), LMCountingSamples)
     assert len(calls) == want, every

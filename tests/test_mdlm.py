@@ -23,7 +23,7 @@ from conftest import read_jsonl, tiny_lm_config
 from scipy import special
 
 from seqgen_jax.registry import MODELS
-from seqgen_jax.tasks import mdlm
+from seqgen_jax.tasks import build_task, mdlm
 
 V_DATA, L = 3, 4
 MASK = V_DATA
@@ -124,7 +124,7 @@ def test_mdlm_task_trains_through_the_loop(tmp_path):
                      train__log_every=10, train__eval_every=30, train__checkpoint_every=0,
                      data__delay=2)
   c.mdlm = dict(eval_t_samples=2, sample_steps=4)
-  loop.train_and_evaluate(c, str(tmp_path))
+  loop.train_and_evaluate(c, str(tmp_path), build_task)
   rows = read_jsonl(tmp_path / "metrics.jsonl")
   train = [r["loss"] for r in rows if r["split"] == "train"]
   assert train[-1] < train[0]

@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 from conftest import read_jsonl, tiny_lm_config
 
-import seqgen_jax.tasks  # noqa: F401
 from experiments.configs import fsdp_budget_gpt
 from seqgen_jax.errors import ConfigError
-from seqgen_jax.registry import TASKS
+from seqgen_jax.tasks import build_task
 from seqgen_jax.train import loop, perf
 from seqgen_jax.train import sharding as sharding_lib
 from seqgen_jax.train.optim import build_optimizer
@@ -31,7 +30,7 @@ MiB = 2**20
 def _lower(config, devices, *, fsdp=1, mode="jit"):
   """The loop's own way: abstract state and batch with shardings, then lower the step."""
   mesh = sharding_lib.make_mesh(fsdp, devices)
-  task = TASKS.get(config.task)(config)
+  task = build_task(config)
   tx, _ = build_optimizer(config.optimizer, config.train.num_steps)
   abstract = jax.eval_shape(functools.partial(create_train_state, task.init_params, tx),
                             jax.random.PRNGKey(0))
@@ -100,10 +99,10 @@ def test_run_logs_flops_tflops_mfu_and_traces_chosen_steps(tmp_path, caplog):
   config = tiny_lm_config(train__num_steps=8, train__log_every=4, train__eval_every=8,
                           train__checkpoint_every=8, train__peak_tflops=1e-3,
                           train__profile_steps=(3, 4), train__grad_accum_steps=2)
-  loop.train_and_evaluate(config, str(tmp_path))
+  loop.train_and_evaluate(config, str(tmp_path), build_task)
   rows = read_jsonl(tmp_path / "metrics.jsonl")
   (perf_row,) = [r for r in rows if r["split"] == "perf"]
-  analytic = _gpt_train_flops(config, TASKS.get("lm")(config))
+  analytic = _gpt_train_flops(config, build_task(config))
   assert 1.0 <= perf_row["flops_per_step"] / analytic < 1.08
   assert perf_row["num_devices"] == 8 and perf_row["peak_tflops_per_device"] == 1e-3
   train = [r for r in rows if r["split"] == "train"]
@@ -148,11 +147,11 @@ def test_memory_budget_refuses_data_parallel_and_fsdp_trains(tmp_path):
   config.train.eval_every = 2
   config.train.checkpoint_every = 2
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(jax.eval_shape(
-      TASKS.get("lm")(config).init_params, jax.random.PRNGKey(0))))
+      build_task(config).init_params, jax.random.PRNGKey(0))))
 
   config.mesh.fsdp = 1
   with pytest.raises(ConfigError) as e:
-    loop.train_and_evaluate(config, str(tmp_path / "dp"))
+    loop.train_and_evaluate(config, str(tmp_path / "dp"), build_task)
   msg = str(e.value)
   assert "\n" not in msg and not (tmp_path / "dp").exists()
   m = re.match(r"the train step needs ([\d.]+) MiB per device \(params ([\d.]+) \+ optimizer "
@@ -167,7 +166,7 @@ def test_memory_budget_refuses_data_parallel_and_fsdp_trains(tmp_path):
   assert total > 16.0 and sharded_state < dp_state / 6
 
   config.mesh.fsdp = 8
-  state = loop.train_and_evaluate(config, str(tmp_path / "fsdp"))
+  state = loop.train_and_evaluate(config, str(tmp_path / "fsdp"), build_task)
   assert int(state.step) == 2
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
   (perf_row,) = [r for r in read_jsonl(tmp_path / "fsdp" / "metrics.jsonl")

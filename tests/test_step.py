@@ -11,9 +11,8 @@ import pytest
 from conftest import tiny_lm_config
 from jax.sharding import PartitionSpec as P
 
-import seqgen_jax.tasks  # noqa: F401
 from seqgen_jax.errors import ConfigError
-from seqgen_jax.registry import TASKS
+from seqgen_jax.tasks import build_task
 from seqgen_jax.train import sharding as sharding_lib
 from seqgen_jax.train.optim import build_optimizer
 from seqgen_jax.train.state import create_train_state
@@ -29,7 +28,7 @@ def _sgd_config():
 def _setup(config, devices, *, mode="jit", grad_accum=1, fsdp=1, compute_dtype="float32",
            ema_decay=None):
   mesh = sharding_lib.make_mesh(fsdp, devices)
-  task = TASKS.get(config.task)(config)
+  task = build_task(config)
   tx, schedule = build_optimizer(config.optimizer, config.train.num_steps)
   init_fn = functools.partial(create_train_state, task.init_params, tx,
                               use_ema=ema_decay is not None)
@@ -53,7 +52,7 @@ def _run(config, devices, batches, **kw):
 
 
 def _batches(config, n, *, ragged_weights=False):
-  task = TASKS.get(config.task)(config)
+  task = build_task(config)
   src = task.train_source()
   out = []
   for i in range(n):

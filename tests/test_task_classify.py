@@ -15,6 +15,7 @@ from conftest import tiny_lm_config
 from seqgen_jax.data import builder, sentiment
 from seqgen_jax.errors import ConfigError
 from seqgen_jax.registry import MODELS
+from seqgen_jax.tasks import build_task
 from seqgen_jax.tasks.classify import ClassifyTask
 from seqgen_jax.train.loop import train_and_evaluate
 
@@ -56,7 +57,7 @@ def _reference_metrics(task, params, split):
 @pytest.fixture(scope="module")
 def trained(data_dir, prepared_dir, tmp_path_factory):
   wd = tmp_path_factory.mktemp("classify")
-  state = train_and_evaluate(_config(data_dir, prepared_dir), str(wd))
+  state = train_and_evaluate(_config(data_dir, prepared_dir), str(wd), build_task)
   return wd, state
 
 

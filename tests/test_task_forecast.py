@@ -12,7 +12,10 @@ import pytest
 from conftest import tiny_lm_config
 
 from seqgen_jax.registry import MODELS
+from seqgen_jax.tasks import build_task
 from seqgen_jax.tasks.forecast import ForecastTask
+from seqgen_jax.train import sharding
+from seqgen_jax.train.evaluate import Evaluator
 from seqgen_jax.train.loop import train_and_evaluate
 
 
@@ -42,7 +45,7 @@ def _etth1_scaled(data_dir):
 def test_final_eval_equals_a_numpy_loop_over_every_test_window(data_dir, prepared_dir):
   task = ForecastTask(_config(data_dir, prepared_dir))
   params = jax.jit(task.init_params)(jax.random.PRNGKey(0))
-  got = task.final_eval(params, jax.random.PRNGKey(1))
+  got = task.final_eval(params, jax.random.PRNGKey(1), Evaluator(sharding.make_mesh()))
   scaled, L, H = _etth1_scaled(data_dir), 96, 96
   apply = jax.jit(lambda x: task.model.apply({"params": params}, x, train=False))
   sums = {k: 0.0 for k in ("se", "ae", "se_last", "ae_last", "se_zero", "ae_zero")}
@@ -73,7 +76,7 @@ def test_final_eval_equals_a_numpy_loop_over_every_test_window(data_dir, prepare
 
 def test_forecast_trains_end_to_end(data_dir, prepared_dir, tmp_path):
   c = _config(data_dir, prepared_dir, lookback=48, horizon=24)
-  train_and_evaluate(c, str(tmp_path))
+  train_and_evaluate(c, str(tmp_path), build_task)
   logged = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   losses = [m["loss"] for m in logged if m["split"] == "train"]
   assert losses[-1] < losses[0]

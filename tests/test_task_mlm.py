@@ -13,7 +13,7 @@ import pytest
 from conftest import tiny_lm_config
 
 from seqgen_jax.errors import ConfigError
-from seqgen_jax.tasks import classify, mlm
+from seqgen_jax.tasks import build_task, classify, mlm
 from seqgen_jax.train.loop import train_and_evaluate
 
 SUBSET = 300
@@ -72,7 +72,7 @@ def test_masking_statistics_on_a_large_sample():
 @pytest.fixture(scope="module")
 def mlm_run(data_dir, prepared_dir, tmp_path_factory):
   wd = tmp_path_factory.mktemp("mlm")
-  state = train_and_evaluate(_mlm_config(data_dir, prepared_dir), str(wd))
+  state = train_and_evaluate(_mlm_config(data_dir, prepared_dir), str(wd), build_task)
   return wd, state
 
 

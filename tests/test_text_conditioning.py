@@ -5,16 +5,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from seqgen_jax.caption_ids import BOS_ID, PAD_ID, UNK_ID
 from seqgen_jax.data.captions import (
     LABEL_NAMES,
     TEMPLATES,
-    UNK_ID,
     CaptionBuilder,
     caption,
     caption_tokenizer,
 )
 from seqgen_jax.errors import ConfigError
-from seqgen_jax.nn.text_encoder import BOS_ID, PAD_ID, TextEncoder
+from seqgen_jax.nn.text_encoder import TextEncoder
 
 
 def test_captions_name_the_class_with_several_templates():

@@ -14,8 +14,7 @@ import sacrebleu
 from conftest import apply_overrides, read_jsonl
 
 from seqgen_jax.errors import ConfigError
-from seqgen_jax.registry import TASKS
-from seqgen_jax.tasks import translate
+from seqgen_jax.tasks import build_task, translate
 from seqgen_jax.train import loop
 from seqgen_jax.train.defaults import default_config
 
@@ -57,27 +56,15 @@ def tiny_config(data_dir, model: str = "lstm", **overrides):
   return apply_overrides(c, **overrides)
 
 
-class _OneTask:
-  """Stands in for TASKS in the loop so that the tests reuse the run's task (its tokenizer and
-  compiled decoders) instead of training the tokenizer and compiling again."""
-
-  def __init__(self, task):
-    self.task = task
-
-  def get(self, name):
-    assert name == "translate"
-    return lambda config: self.task
-
-
 @pytest.fixture(scope="module")
 def run(data_dir, tmp_path_factory):
   """A 40-step LSTM run through train_and_evaluate: (workdir, trained params, its task)."""
   wd = tmp_path_factory.mktemp("translate_run")
   config = tiny_config(data_dir)
-  task = TASKS.get("translate")(config)
-  with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(loop, "TASKS", _OneTask(task))
-    state = loop.train_and_evaluate(config, str(wd))
+  task = build_task(config)
+  # The loop gets this task itself, so that the tests reuse it (its tokenizer and compiled
+  # decoders) instead of training the tokenizer and compiling again.
+  state = loop.train_and_evaluate(config, str(wd), lambda c: task)
   return wd, state.params, task
 
 
@@ -167,6 +154,6 @@ def test_label_smoothed_loss_matches_optax_and_ignores_padding(run):
 def test_bad_config_is_one_line_and_writes_nothing(tmp_path, override, message):
   wd = tmp_path / "wd"
   with pytest.raises(ConfigError, match=message) as e:  # raised before any data is read
-    loop.train_and_evaluate(tiny_config(tmp_path / "no_data", **override), str(wd))
+    loop.train_and_evaluate(tiny_config(tmp_path / "no_data", **override), str(wd), build_task)
   assert "\n" not in str(e.value)
   assert not wd.exists()

@@ -4,9 +4,10 @@ For text-to-image at small scale: each training image's label becomes one of a f
 captions ("a handwritten seven", "a photo of a ship", "a blurry photo of the ship", ...), chosen
 at random per example so the text encoder sees more than one string per class. The vocabulary is
 every word of every caption of the supported datasets (plus PAD, BOS, UNK), built
-deterministically, so no file is downloaded or saved. Token-id conventions match
-``seqgen_jax.nn.text_encoder``: 0 = PAD, 1 = BOS (first token of every caption), 2 = UNK; the null
-caption of classifier-free guidance is [BOS] alone.
+deterministically, so no file is downloaded or saved. Token ids are those of
+``seqgen_jax.caption_ids``, which the text encoder (``seqgen_jax.nn.text_encoder``) reads too:
+0 = PAD, 1 = BOS (first token of every caption), 2 = UNK; the null caption of classifier-free
+guidance is [BOS] alone.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from seqgen_jax.caption_ids import BOS_ID, PAD_ID, UNK_ID
+from seqgen_jax.data.pipeline import Batch, StepSource
 from seqgen_jax.errors import ConfigError
-from seqgen_jax.nn.text_encoder import BOS_ID, PAD_ID
 
-UNK_ID = 2
 SPECIALS = ("<pad>", "<bos>", "<unk>")
 
 # Class names in label order (MNIST digits; Fashion-MNIST and CIFAR-10 as their dataset cards,
@@ -72,6 +73,7 @@ class WordTokenizer:
 
   @property
   def vocab_size(self) -> int:
+    """Number of ids, the three specials included."""
     return len(self.vocab)
 
   def encode(self, text: str) -> tuple[np.ndarray, np.ndarray]:
@@ -90,6 +92,7 @@ class WordTokenizer:
     return np.stack(ids), np.stack(masks)
 
   def decode(self, ids: Sequence[int]) -> str:
+    """The words of ``ids`` joined by spaces (PAD and BOS dropped)."""
     return " ".join(self.vocab[i] for i in ids if i not in (PAD_ID, BOS_ID))
 
 
@@ -113,6 +116,7 @@ class CaptionBuilder:
 
   @property
   def num_classes(self) -> int:
+    """Number of labels of the dataset."""
     return len(LABEL_NAMES[self.dataset])
 
   def captions(self, labels: np.ndarray, rng: np.random.Generator) -> list[str]:
@@ -128,3 +132,20 @@ class CaptionBuilder:
   def null_tokens(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """The empty caption (BOS only) in this tokenizer's padded shape, for label dropout / CFG."""
     return self.tokenizer.encode_batch([""] * batch_size)
+
+
+class CaptionSource:
+  """Wraps an image StepSource: adds ``text_tokens`` / ``text_mask``, random captions of the
+  labels drawn from (seed, batch index, first row), so a batch is still a pure function of its
+  index."""
+
+  def __init__(self, source: StepSource, builder: CaptionBuilder, seed: int):
+    self.source, self.builder, self.seed = source, builder, seed
+    self.global_batch_size = source.global_batch_size
+
+  def batch(self, index: int, rows: slice) -> Batch:
+    """The wrapped source's rows ``rows`` of batch ``index`` with their captions."""
+    b = dict(self.source.batch(index, rows))
+    rng = np.random.default_rng([self.seed, index, rows.start or 0])
+    b["text_tokens"], b["text_mask"] = self.builder.tokens(b["label"], rng)
+    return b

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -246,3 +247,12 @@ def sample(name: str, model_fn: process.ModelFn, schedule: DiscreteSchedule,
     raise ConfigError(f"sampler '{name}' has no option(s) {', '.join(unknown)}; "
                       f"allowed: {', '.join(allowed)}")
   return fn(model_fn, schedule, shape, rng, **options)
+
+
+def parse_sampler(spec: str) -> tuple[str, int]:
+  """'ddim-50' -> ('ddim', 50); the name must be a registered sampler."""
+  m = re.fullmatch(r"([a-z0-9_]+)-(\d+)", spec)
+  if not m:
+    raise ConfigError(f"sampler spec '{spec}' must be NAME-STEPS, e.g. ddim-50 or ddpm-1000")
+  SAMPLERS.get(m.group(1))
+  return m.group(1), int(m.group(2))

@@ -13,7 +13,9 @@ sigma_t z:
 
 A network enters through ``score_fn_from_model``: it predicts the score itself (``score``) or
 one of eps | x0 | v at the noise level (alpha_t, sigma_t); score = -eps / sigma_t. The network is
-called with continuous t_B in (0, 1]; wrap a discrete-time network (e.g. t -> t (N - 1)) outside.
+called with continuous t_B in (0, 1]; wrap a discrete-time network (e.g. t -> t (N - 1)) outside:
+``continuous_to_index`` is such a wrapper (it matches log-SNR), and ``continuous_vp`` is the VP
+SDE of a discrete linear schedule (how a DDPM-trained network gets a likelihood).
 
 Axis key: B batch, H height, W width, C channels.
 """
@@ -30,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqgen_jax.diffusion import process
-from seqgen_jax.diffusion.schedules import vp_linear_log_alpha
+from seqgen_jax.diffusion.schedules import DiscreteSchedule, continuous_log_snr, vp_linear_log_alpha
 from seqgen_jax.errors import ConfigError
 from seqgen_jax.registry import Registry
 
@@ -59,6 +61,7 @@ class VPSDE:
   T: float = 1.0
 
   def beta(self, t: jax.Array) -> jax.Array:
+    """beta(t) = beta_min + t (beta_max - beta_min)."""
     return self.beta_min + t * (self.beta_max - self.beta_min)
 
   def sde(self, x: jax.Array, t_B: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -72,6 +75,7 @@ class VPSDE:
     return jnp.exp(log_alpha), jnp.sqrt(-jnp.expm1(2.0 * log_alpha))
 
   def prior_sample(self, rng: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """x_T ~ N(0, I)."""
     return jax.random.normal(rng, shape, jnp.float32)
 
   def prior_logp(self, z: jax.Array) -> jax.Array:
@@ -104,6 +108,7 @@ class VESDE:
   T: float = 1.0
 
   def sigma(self, t: jax.Array) -> jax.Array:
+    """sigma(t) = sigma_min (sigma_max / sigma_min)^t."""
     return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
 
   def sde(self, x: jax.Array, t_B: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -116,6 +121,7 @@ class VESDE:
     return jnp.ones_like(t), self.sigma(t)
 
   def prior_sample(self, rng: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """x_T ~ N(0, sigma_max^2 I)."""
     return self.sigma_max * jax.random.normal(rng, shape, jnp.float32)
 
   def prior_logp(self, z: jax.Array) -> jax.Array:
@@ -134,6 +140,7 @@ class VESDE:
     return jnp.zeros_like(x), jnp.sqrt(sig**2 - prev**2)
 
   def langevin_scale(self, t_B: jax.Array) -> jax.Array:
+    """1: VE's Langevin step has no extra factor."""
     return jnp.ones_like(t_B)
 
 
@@ -154,6 +161,7 @@ def make_sde(name: str, **kwargs: Any) -> VPSDE | VESDE:
 
 
 def check_sde_prediction(prediction: str) -> str:
+  """``prediction`` if an SDE model can predict it (score, eps, x0, v); else ConfigError."""
   if prediction not in SDE_PREDICTIONS:
     raise ConfigError(f"unknown prediction type '{prediction}' for an SDE model; choose one of: "
                       f"{', '.join(SDE_PREDICTIONS)}")
@@ -206,3 +214,34 @@ def sampling_grid(sde: VPSDE | VESDE, eps: float, t_start: float | None = None) 
   if not eps < t_start <= sde.T:
     raise ConfigError(f"t_start must be in ({eps}, {sde.T}], got {t_start}")
   return grid[np.argmax(grid <= t_start):]
+
+
+# ---------------------------------------------------------------- discrete training, continuous SDE
+
+
+def continuous_vp(schedule: DiscreteSchedule) -> VPSDE:
+  """The VP SDE whose N-step discretisation is a linear schedule: beta(t) in [beta_start N,
+  beta_end N]; discrete index i <-> t = i / (N - 1) (Song et al. 2021, app. B)."""
+  betas = np.asarray(schedule.betas_T, np.float64)
+  n = schedule.num_timesteps
+  if not np.allclose(np.diff(betas), (betas[-1] - betas[0]) / (n - 1), rtol=1e-3, atol=1e-9):
+    raise ConfigError("the probability-flow likelihood needs the linear schedule")
+  return VPSDE(beta_min=float(betas[0]) * n, beta_max=float(betas[-1]) * n, num_steps=n)
+
+
+def continuous_to_index(schedule: DiscreteSchedule, vp: VPSDE
+                        ) -> Callable[[jax.Array], jax.Array]:
+  """t in [0, 1] -> the fractional training index with the same log-SNR (clamped to [0, T-1]).
+
+  A network trained on the discrete steps knows noise levels from sigma_0 = sqrt(beta_0) up;
+  matching log-SNR (rather than i = t (N - 1)) keeps its eps-prediction consistent with the
+  SDE's sigma_t, which matters at small t, where score = -eps / sigma_t. Start likelihood
+  integrations at t >= the level of index 0 (eval.bpd_eps, 1e-3 for Ho et al.'s schedule).
+  """
+  neg_log_snr_T = -schedule.log_snr_T  # increasing in the index
+
+  def to_index(t: jax.Array) -> jax.Array:
+    neg = -continuous_log_snr(vp_linear_log_alpha(t, vp.beta_min, vp.beta_max))
+    return jnp.interp(neg, neg_log_snr_T, jnp.arange(schedule.num_timesteps, dtype=jnp.float32))
+
+  return to_index

@@ -42,12 +42,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 import scipy.linalg
 
+import seqgen_jax.nn  # noqa: F401  (registers the models: a feature network is any of them)
 from seqgen_jax import fileio
 from seqgen_jax.data import images as images_lib
 from seqgen_jax.data.builder import DataOptions
+from seqgen_jax.data.image_ops import CLASSIFIER_ASSET_FILE, to_model_range
 from seqgen_jax.errors import ConfigError, DataError
 from seqgen_jax.registry import MODELS
-from seqgen_jax.tasks.image_classify import ASSET_FILE, to_model_input
 
 PyTree = Any
 
@@ -55,7 +56,7 @@ PyTree = Any
 class FeatureNet:
   """A trained image classifier used as a fixed feature extractor and as a judge of labels.
 
-  Images go through the same scaling as in training (``image_classify.to_model_input``) in
+  Images go through the same scaling as in training (``data.image_ops.to_model_range``) in
   fixed-size batches (the last one padded), so each function compiles once.
   """
 
@@ -71,8 +72,8 @@ class FeatureNet:
     self.step = step
     self.batch_size = int(batch_size)
     self._features = jax.jit(lambda p, x: model.apply(
-        {"params": p}, to_model_input(x), method="features"))
-    self._logits = jax.jit(lambda p, x: model.apply({"params": p}, to_model_input(x),
+        {"params": p}, to_model_range(x), method="features"))
+    self._logits = jax.jit(lambda p, x: model.apply({"params": p}, to_model_range(x),
                                                     train=False))
 
   @classmethod
@@ -82,13 +83,14 @@ class FeatureNet:
     of checkpoint ``step`` (default: the latest; the EMA params when the run kept them and
     ``use_ema``)."""
     workdir = os.path.abspath(workdir)
-    paths = {n: os.path.join(workdir, n) for n in ("config.json", ASSET_FILE, "checkpoints")}
+    paths = {n: os.path.join(workdir, n)
+             for n in ("config.json", CLASSIFIER_ASSET_FILE, "checkpoints")}
     for name, path in paths.items():
       if not os.path.exists(path):
         raise DataError(f"{workdir} is not an image_classify workdir: it has no {name}")
     with open(paths["config.json"]) as f:
       config = ml_collections.ConfigDict(json.load(f))
-    with open(paths[ASSET_FILE]) as f:
+    with open(paths[CLASSIFIER_ASSET_FILE]) as f:
       info = json.load(f)
     mngr = ocp.CheckpointManager(paths["checkpoints"], item_names=("state", "data", "config"),
                                  options=ocp.CheckpointManagerOptions(create=False))

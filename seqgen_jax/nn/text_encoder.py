@@ -3,9 +3,9 @@
 Pre-LN encoder blocks (Vaswani et al. 2017, pre-LN as in GPT-2 / Imagen's T5 use), learned
 positions, a padding mask on the keys, a final LayerNorm. It returns per-token embeddings (the
 keys/values of the denoiser's cross-attention) and a masked-mean pooled vector (added to the
-time embedding, as Imagen does). Token-id conventions are shared with
-``seqgen_jax.data.captions``: 0 = padding, 1 = BOS, which starts every caption, so that the
-empty ("null") caption used for classifier-free guidance is the single token [BOS].
+time embedding, as Imagen does). Token ids follow ``seqgen_jax.caption_ids`` (shared with the
+caption tokenizer of ``seqgen_jax.data.captions``): 0 = padding, 1 = BOS, which starts every
+caption, so that the empty ("null") caption used for classifier-free guidance is [BOS] alone.
 
 Axis key: B batch, S text positions, P position-table rows (max_len), N heads, H head width,
 D width, F MLP width (4 D).
@@ -17,10 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from seqgen_jax.caption_ids import BOS_ID
 from seqgen_jax.nn.attention import dot_product_attention
-
-PAD_ID = 0
-BOS_ID = 1
 
 
 def null_text(batch_size: int) -> tuple[jax.Array, jax.Array]:

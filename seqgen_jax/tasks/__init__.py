@@ -1,5 +1,12 @@
-"""Tasks: model choice + loss + eval metrics + sampling. Importing this registers every task."""
+"""Tasks: model choice + loss + eval metrics + sampling, each a ``seqgen_jax.train.task.Task``.
 
+Importing this package registers every task in ``seqgen_jax.registry.TASKS``; ``build_task``
+is what an entrypoint hands to ``seqgen_jax.train.loop.train_and_evaluate``.
+"""
+
+import ml_collections
+
+from seqgen_jax.registry import TASKS
 from seqgen_jax.tasks import (  # noqa: F401  (importing a module registers its task)
     autoencoder,  # registers "autoencoder"
     classify,  # registers "classify"
@@ -11,3 +18,9 @@ from seqgen_jax.tasks import (  # noqa: F401  (importing a module registers its 
     mlm,  # registers "mlm"
     translate,  # registers "translate"
 )
+from seqgen_jax.train.task import Task
+
+
+def build_task(config: ml_collections.ConfigDict) -> Task:
+  """The task ``config.task`` names, built from ``config`` (validates it and finds the data)."""
+  return TASKS.get(config.task)(config)

@@ -9,12 +9,10 @@ per-pixel MSE and PSNR of the mean reconstruction (pixels in [0, 1]), L1, KL per
 sample hook logs a grid of test images (odd rows) over their reconstructions (even rows).
 A finished run is the ``config.latent.autoencoder_workdir`` of the "diffusion" task.
 
-Axis key: B batch, H height, W width, C channels.
+Axis key: B batch, H height, W width, C channels; h, w, Z: the latent grid and channels.
 """
 
 from __future__ import annotations
-
-import math
 
 import jax
 import jax.numpy as jnp
@@ -23,40 +21,18 @@ import numpy as np
 
 from seqgen_jax.data import images
 from seqgen_jax.data.builder import DataOptions
+from seqgen_jax.data.image_ops import image_grid, to_model_range, to_uint8
+from seqgen_jax.dtypes import compute_dtype_from_name
 from seqgen_jax.errors import ConfigError
 from seqgen_jax.nn import autoencoder as ae
 from seqgen_jax.registry import TASKS
-from seqgen_jax.tasks.base import Task
-from seqgen_jax.train.step import compute_dtype_from_name
+from seqgen_jax.train.task import Task
 
 AE_FIELDS = ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "z_channels", "norm_groups")
 
 
-def to_model_range(image_BHWC: jax.Array) -> jax.Array:
-  """uint8 pixels -> float32 in [-1, 1]."""
-  return image_BHWC.astype(jnp.float32) / 127.5 - 1.0
-
-
-def to_uint8(x_BHWC: jax.Array | np.ndarray) -> np.ndarray:
-  """[-1, 1] floats -> uint8 pixels (clipped, rounded)."""
-  x = np.asarray(x_BHWC, np.float32)
-  return np.clip(np.round((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
-def image_grid(images_NHWC: np.ndarray, cols: int, pad: int = 1) -> np.ndarray:
-  """uint8 [N, H, W, C] -> one uint8 [rows*(H+pad)+pad, cols*(W+pad)+pad, C] grid image."""
-  n, h, w, c = images_NHWC.shape
-  rows = math.ceil(n / cols)
-  grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, np.uint8)
-  for i in range(n):
-    r, q = divmod(i, cols)
-    grid[pad + r * (h + pad):pad + r * (h + pad) + h,
-         pad + q * (w + pad):pad + q * (w + pad) + w] = images_NHWC[i]
-  return grid
-
-
 def build_autoencoder(cfg: ml_collections.ConfigDict, in_channels: int,
-                      dtype=None) -> ae.AutoencoderKL:
+                      dtype: jnp.dtype | None = None) -> ae.AutoencoderKL:
   """AutoencoderKL from ``config.model`` (name must be "autoencoder_kl")."""
   if cfg.get("name") != "autoencoder_kl":
     raise ConfigError(f"task 'autoencoder' trains model 'autoencoder_kl', got "
@@ -85,30 +61,32 @@ class AutoencoderTask(Task):
     self.model = build_autoencoder(config.model, self.data.image_shape[-1], dtype)
 
   def init_params(self, rng):
-    x = jnp.zeros((1, *self.data.image_shape), jnp.float32)
-    return self.model.init({"params": rng}, x)["params"]
+    x_BHWC = jnp.zeros((1, *self.data.image_shape), jnp.float32)
+    return self.model.init({"params": rng}, x_BHWC)["params"]
 
   def loss_fn(self, params, batch, rng):
-    x = to_model_range(batch["image"])
-    recon, mean, logvar = self.model.apply({"params": params}, x, rng)
+    x_BHWC = to_model_range(batch["image"])
+    recon_BHWC, mean_BhwZ, logvar_BhwZ = self.model.apply({"params": params}, x_BHWC, rng)
     w_B = batch["weight"]
-    rec_B = ae.reconstruction_error(x, recon, self.rec_loss)
-    kl_B = ae.kl_divergence(mean, logvar)
+    rec_B = ae.reconstruction_error(x_BHWC, recon_BHWC, self.rec_loss)
+    kl_B = ae.kl_divergence(mean_BhwZ, logvar_BhwZ)
     total = jnp.maximum(jnp.sum(w_B), 1e-9)
     loss = jnp.sum((rec_B + self.kl_weight * kl_B) * w_B) / total
     return loss, {"rec": jnp.sum(rec_B * w_B) / total, "kl": jnp.sum(kl_B * w_B) / total,
                   "weight": jnp.sum(w_B)}
 
   def eval_step(self, params, batch):
-    x = to_model_range(batch["image"])
-    recon, mean, logvar = self.model.apply({"params": params}, x)
+    x_BHWC = to_model_range(batch["image"])
+    recon_BHWC, mean_BhwZ, logvar_BhwZ = self.model.apply({"params": params}, x_BHWC)
     w_B = batch["weight"]
-    d = np.prod(x.shape[1:])
+    d = np.prod(x_BHWC.shape[1:])
     # Pixels in [0, 1] for MSE / PSNR, the usual convention.
-    se_B = ae.reconstruction_error((x + 1) / 2, (jnp.clip(recon, -1, 1) + 1) / 2, "l2") / d
+    se_B = ae.reconstruction_error((x_BHWC + 1) / 2, (jnp.clip(recon_BHWC, -1, 1) + 1) / 2,
+                                   "l2") / d
     return {"mse": jnp.sum(se_B * w_B), "psnr": jnp.sum(-10 * jnp.log10(se_B + 1e-12) * w_B),
-            "l1": jnp.sum(ae.reconstruction_error(x, recon, "l1") / d * w_B),
-            "kl": jnp.sum(ae.kl_divergence(mean, logvar) * w_B), "count": jnp.sum(w_B)}
+            "l1": jnp.sum(ae.reconstruction_error(x_BHWC, recon_BHWC, "l1") / d * w_B),
+            "kl": jnp.sum(ae.kl_divergence(mean_BhwZ, logvar_BhwZ) * w_B),
+            "count": jnp.sum(w_B)}
 
   def finalize_eval(self, sums):
     n = max(float(sums["count"]), 1e-9)
@@ -125,11 +103,11 @@ class AutoencoderTask(Task):
   def sample(self, params, rng):
     del rng
     batch = self.data.eval.batch(0, slice(0, min(16, self.data.eval.global_batch_size)))
-    x = to_model_range(jnp.asarray(batch["image"]))
-    recon = jax.jit(lambda p, x: self.model.apply({"params": p}, x)[0])(params, x)
-    n = x.shape[0]
+    x_BHWC = to_model_range(jnp.asarray(batch["image"]))
+    recon_BHWC = jax.jit(lambda p, x: self.model.apply({"params": p}, x)[0])(params, x_BHWC)
+    n = x_BHWC.shape[0]
     cols = min(8, n)
     n -= n % cols
-    orig, rec = batch["image"][:n], to_uint8(recon)[:n]
-    rows = [r for i in range(0, n, cols) for r in (orig[i:i + cols], rec[i:i + cols])]
+    orig_BHWC, rec_BHWC = batch["image"][:n], to_uint8(recon_BHWC)[:n]
+    rows = [r for i in range(0, n, cols) for r in (orig_BHWC[i:i + cols], rec_BHWC[i:i + cols])]
     return {"reconstructions": image_grid(np.concatenate(rows), cols=cols)}

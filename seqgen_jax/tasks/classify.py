@@ -44,13 +44,13 @@ import optax
 import seqgen_jax.nn  # noqa: F401  (registers the models)
 from seqgen_jax.data import builder as builder_lib
 from seqgen_jax.data import sentiment
+from seqgen_jax.dtypes import compute_dtype_from_name
 from seqgen_jax.errors import ConfigError
 from seqgen_jax.nn.bert import with_encoder_from
 from seqgen_jax.registry import MODELS, TASKS
 from seqgen_jax.tasks import mlm
-from seqgen_jax.tasks.base import Task
-from seqgen_jax.tasks.whole_split import split_sums
-from seqgen_jax.train.step import compute_dtype_from_name
+from seqgen_jax.train.evaluate import Evaluator
+from seqgen_jax.train.task import Task
 
 
 class HFTokenizer:
@@ -68,10 +68,12 @@ class HFTokenizer:
     self.vocab_size = len(self.hf)
 
   def encode(self, text: str) -> np.ndarray:
+    """int32 ids of ``text`` as the checkpoint's tokenizer makes them, cut at ``max_len``."""
     return np.asarray(self.hf(text, truncation=True, max_length=self.max_len)["input_ids"],
                       np.int32)
 
   def save(self, path: str) -> None:
+    """Writes the Hugging Face tokenizer files to ``hf_tokenizer/`` beside ``path``."""
     self.hf.save_pretrained(os.path.join(os.path.dirname(path), "hf_tokenizer"))
 
 
@@ -158,7 +160,6 @@ class ClassifyTask(Task):
       self.data.train.collate = sentiment.make_collate(
           _with_max_len(self.tokenizer, train_len), train_len)
     self._kw = kw
-    self._eval_jit = jax.jit(self.eval_step)
 
   def _check_pretrained_fits(self, workdir: str) -> None:
     """One-line ConfigError (before anything is traced) if the encoder cannot be moved in."""
@@ -228,22 +229,23 @@ class ClassifyTask(Task):
     counts = collections.Counter(int(e["label"]) for e in src.reader.get(keys))
     return min(counts, key=lambda c: (-counts[c], c))
 
-  def _split_metrics(self, params, source, prefix: str, majority: int) -> dict[str, float]:
-    sums = split_sums(self._eval_jit, params, source)
+  def _split_metrics(self, params, source, prefix: str, majority: int,
+                     evaluator: Evaluator) -> dict[str, float]:
+    sums = evaluator.sums(self.eval_step, params, source)
     m = self.finalize_eval(sums)
     return {f"{prefix}_accuracy": m["accuracy"], f"{prefix}_loss": m["loss"],
             f"{prefix}_examples": m["examples"],
             f"{prefix}_majority_accuracy": float(sums["label_counts"][majority] / m["examples"])}
 
-  def final_eval(self, params, rng):
+  def final_eval(self, params, rng, evaluator):
     del rng
     majority = self.majority_class()
     out = self._split_metrics(params, self.data.eval, "dev" if self.eval_split == "validation"
-                              else self.eval_split, majority)
+                              else self.eval_split, majority, evaluator)
     if self.builder.name == sentiment.Sst2.name and self.eval_split != "test":
       test = sentiment.from_builder(self.builder, eval_split="test", tokenizer=self.tokenizer,
                                     **self._kw).eval
-      out.update(self._split_metrics(params, test, "test", majority))
+      out.update(self._split_metrics(params, test, "test", majority, evaluator))
     out["majority_class"] = float(majority)
     return out
 

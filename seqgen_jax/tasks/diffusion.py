@@ -30,24 +30,16 @@ the probability-flow ODE (pixel space, linear schedule: its continuous VP-SDE li
 for each sampler in ``eval.fid_samplers`` ("ddim-50", "ddpm-1000", "dpm_solver_2m-20") and the
 accuracy of the conditioned samples as judged by that classifier, at the guidance weight
 ``eval.fid_guidance`` (None: ``cond.guidance``). With ``eval.fid_sample_dir`` every batch of FID
-samples is saved there as it is made (uint8 .npy, written atomically, named by a fingerprint of
-params, seed, sampler, weight, count and batch size), and a rerun of the same evaluation loads
-the batches it finds instead of sampling them again: a 10k-sample DDPM-1000 evaluation that is
-preempted or stopped resumes where it stopped. ``eval.fid_sample_shard`` = "i/k" makes and saves
-only every k-th batch (from the i-th) and computes no FID, so k processes or hosts share one
-evaluation; a last unsharded run gathers the batches and scores them.
+samples is kept there, so a stopped evaluation resumes, and ``eval.fid_sample_shard`` = "i/k"
+makes only every k-th batch, for k processes to share one evaluation (seqgen_jax/eval/
+fid_samples.py).
 
-Axis key: B batch, N samples, H height, W width, C channels, S text positions, T timesteps.
+Axis key: B batch, N samples, H height, W width, C channels (h, w: a super-resolution model's
+low-res input), S text positions, T timesteps, K t-buckets of the eval.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import math
-import os
-import re
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -58,83 +50,23 @@ import numpy as np
 from absl import logging
 
 import seqgen_jax.nn  # noqa: F401  (registers the models)
-from seqgen_jax import fileio
 from seqgen_jax.data import captions, images
 from seqgen_jax.data.builder import DataOptions
-from seqgen_jax.data.pipeline import StepSource
-from seqgen_jax.diffusion import likelihood, process, samplers, schedules, sde
+from seqgen_jax.data.image_ops import area_downsample, image_grid, to_model_range, to_uint8
+from seqgen_jax.diffusion import process, samplers, schedules, sde
+from seqgen_jax.dtypes import compute_dtype_from_name
 from seqgen_jax.errors import ConfigError
+from seqgen_jax.eval import bpd, fid, fid_samples
 from seqgen_jax.nn import autoencoder as ae
 from seqgen_jax.registry import MODELS, TASKS
 from seqgen_jax.tasks import pretrained
-from seqgen_jax.tasks.autoencoder import build_autoencoder, image_grid, to_model_range, to_uint8
-from seqgen_jax.tasks.base import Task
-from seqgen_jax.train.step import compute_dtype_from_name
+from seqgen_jax.tasks.autoencoder import build_autoencoder
+from seqgen_jax.train.task import Task
 
+PyTree = Any
 COND_KINDS = ("none", "label", "text")
 EVAL_KEY = 20_231_123  # eval noise / timesteps are fixed, so evals of one run are comparable
 SCALE_BATCHES = 4  # training batches whose latents give the latent scale factor
-
-
-def area_downsample(x_BHWC: jax.Array, size: int) -> jax.Array:
-  """Mean over non-overlapping f x f blocks (f = H / size; H and W divisible by f)."""
-  b, h, w, c = x_BHWC.shape
-  if h % size or w % size or h // size != w // size:
-    raise ConfigError(f"cannot area-downsample {h}x{w} images to {size}x{size}; "
-                      "the size must divide both sides by the same factor")
-  f = h // size
-  return x_BHWC.reshape(b, size, f, size, f, c).mean(axis=(2, 4))
-
-
-def continuous_vp(schedule: schedules.DiscreteSchedule) -> sde.VPSDE:
-  """The VP SDE whose N-step discretisation is a linear schedule: beta(t) in [beta_start N,
-  beta_end N]; discrete index i <-> t = i / (N - 1) (Song et al. 2021, app. B)."""
-  betas = np.asarray(schedule.betas_T, np.float64)
-  n = schedule.num_timesteps
-  if not np.allclose(np.diff(betas), (betas[-1] - betas[0]) / (n - 1), rtol=1e-3, atol=1e-9):
-    raise ConfigError("the probability-flow likelihood needs the linear schedule")
-  return sde.VPSDE(beta_min=float(betas[0]) * n, beta_max=float(betas[-1]) * n, num_steps=n)
-
-
-def continuous_to_index(schedule: schedules.DiscreteSchedule, vp: sde.VPSDE
-                        ) -> Callable[[jax.Array], jax.Array]:
-  """t in [0, 1] -> the fractional training index with the same log-SNR (clamped to [0, T-1]).
-
-  A network trained on the discrete steps knows noise levels from sigma_0 = sqrt(beta_0) up;
-  matching log-SNR (rather than i = t (N - 1)) keeps its eps-prediction consistent with the
-  SDE's sigma_t, which matters at small t, where score = -eps / sigma_t. Start likelihood
-  integrations at t >= the level of index 0 (eval.bpd_eps, 1e-3 for Ho et al.'s schedule).
-  """
-  neg_log_snr_T = -schedule.log_snr_T  # increasing in the index
-
-  def to_index(t: jax.Array) -> jax.Array:
-    neg = -schedules.continuous_log_snr(schedules.vp_linear_log_alpha(t, vp.beta_min, vp.beta_max))
-    return jnp.interp(neg, neg_log_snr_T, jnp.arange(schedule.num_timesteps, dtype=jnp.float32))
-
-  return to_index
-
-
-def parse_sampler(spec: str) -> tuple[str, int]:
-  """'ddim-50' -> ('ddim', 50); the name must be a registered sampler."""
-  m = re.fullmatch(r"([a-z0-9_]+)-(\d+)", spec)
-  if not m:
-    raise ConfigError(f"sampler spec '{spec}' must be NAME-STEPS, e.g. ddim-50 or ddpm-1000")
-  samplers.SAMPLERS.get(m.group(1))
-  return m.group(1), int(m.group(2))
-
-
-class _CaptionSource:
-  """Wraps an image source: adds ``text_tokens`` / ``text_mask`` captions of the labels."""
-
-  def __init__(self, source: StepSource, builder: captions.CaptionBuilder, seed: int):
-    self.source, self.builder, self.seed = source, builder, seed
-    self.global_batch_size = source.global_batch_size
-
-  def batch(self, index: int, rows: slice):
-    b = dict(self.source.batch(index, rows))
-    rng = np.random.default_rng([self.seed, index, rows.start or 0])
-    b["text_tokens"], b["text_mask"] = self.builder.tokens(b["label"], rng)
-    return b
 
 
 @TASKS.register("diffusion")
@@ -250,16 +182,19 @@ class DiffusionTask(Task):
 
   def _pixels(self, image_BHWC: jax.Array) -> jax.Array:
     """uint8 images -> [-1, 1] at ``data.image_size``."""
-    x = to_model_range(image_BHWC)
-    return x if x.shape[1] == self.image_size else area_downsample(x, self.image_size)
+    x_BHWC = to_model_range(image_BHWC)
+    return (x_BHWC if x_BHWC.shape[1] == self.image_size
+            else area_downsample(x_BHWC, self.image_size))
 
   def _encode(self, x_BHWC: jax.Array, rng: jax.Array | None) -> jax.Array:
     """Pixels -> what the denoiser models (scaled latents in latent mode)."""
     if not self.latent_dir:
       return x_BHWC
-    mean, logvar = self.ae_model.apply({"params": self.ae_params}, x_BHWC, method="encode")
-    z = mean if rng is None else ae.sample_posterior(rng, mean, logvar)
-    return z * self.latent_scale
+    mean_BHWC, logvar_BHWC = self.ae_model.apply({"params": self.ae_params}, x_BHWC,
+                                                 method="encode")
+    z_BHWC = (mean_BHWC if rng is None
+              else ae.sample_posterior(rng, mean_BHWC, logvar_BHWC))
+    return z_BHWC * self.latent_scale
 
   def decode(self, z_BHWC: jax.Array) -> jax.Array:
     """What the denoiser models -> pixels in [-1, 1] (identity in pixel space)."""
@@ -270,11 +205,12 @@ class DiffusionTask(Task):
 
   def _low_res_cond(self, x_BHWC: jax.Array, aug_t_B: jax.Array, rng: jax.Array) -> dict:
     """SR conditioning: the low-res image noised to level aug_t (the augmentation)."""
-    low = area_downsample(x_BHWC, self.low_res_size) if x_BHWC.shape[1] != self.low_res_size \
-        else x_BHWC
-    alpha, sigma = self.schedule.alpha_sigma(aug_t_B)
-    noise = jax.random.normal(rng, low.shape, jnp.float32)
-    return {"low_res": process.q_sample(low, noise, alpha, sigma), "low_res_t": aug_t_B}
+    low_BhwC = (area_downsample(x_BHWC, self.low_res_size)
+                if x_BHWC.shape[1] != self.low_res_size else x_BHWC)
+    alpha_B, sigma_B = self.schedule.alpha_sigma(aug_t_B)
+    noise_BhwC = jax.random.normal(rng, low_BhwC.shape, jnp.float32)
+    return {"low_res": process.q_sample(low_BhwC, noise_BhwC, alpha_B, sigma_B),
+            "low_res_t": aug_t_B}
 
   def _cond(self, batch: dict, x_BHWC: jax.Array, rng: jax.Array | None, *,
             aug_t_B: jax.Array | None = None) -> dict:
@@ -300,13 +236,14 @@ class DiffusionTask(Task):
     rngs = {"dropout": rng} if rng is not None else None
     return self.model.apply({"params": params}, x_BHWC, t_B, cond=cond, train=train, rngs=rngs)
 
-  def _terms(self, params, z_BHWC, t_B, noise, cond, *, train=False, rng=None):
+  def _terms(self, params, z_BHWC, t_B, noise_BHWC, cond, *, train=False, rng=None):
     """(weighted loss [B], raw MSE on the model's target [B]) at timesteps t_B."""
-    alpha, sigma = self.schedule.alpha_sigma(t_B)
-    x_t = process.q_sample(z_BHWC, noise, alpha, sigma)
-    pred = self._apply(params, x_t, t_B, cond, train=train, rng=rng).astype(jnp.float32)
-    tgt = process.target(self.prediction, z_BHWC, noise, alpha, sigma)
-    mse_B = jnp.mean(jnp.square(pred - tgt).reshape(z_BHWC.shape[0], -1), axis=-1)
+    alpha_B, sigma_B = self.schedule.alpha_sigma(t_B)
+    zt_BHWC = process.q_sample(z_BHWC, noise_BHWC, alpha_B, sigma_B)
+    pred_BHWC = self._apply(params, zt_BHWC, t_B, cond, train=train, rng=rng).astype(
+        jnp.float32)
+    target_BHWC = process.target(self.prediction, z_BHWC, noise_BHWC, alpha_B, sigma_B)
+    mse_B = jnp.mean(jnp.square(pred_BHWC - target_BHWC).reshape(z_BHWC.shape[0], -1), axis=-1)
     w_B = process.loss_weight(self.weighting, self.prediction, self.schedule.snr(t_B),
                               self.gamma)
     return w_B * mse_B, mse_B
@@ -314,25 +251,25 @@ class DiffusionTask(Task):
   # ---------------------------------------------------------------- Task interface
 
   def init_params(self, rng):
-    x = jnp.zeros((1, *self.model_shape), jnp.float32)
+    z_BHWC = jnp.zeros((1, *self.model_shape), jnp.float32)
     batch = {"label": jnp.zeros((1,), jnp.int32)}
     if self.cond_kind == "text":
       tok, mask = self.captions.null_tokens(1)
       batch.update(text_tokens=jnp.asarray(tok), text_mask=jnp.asarray(mask))
     cond = self._cond(batch, jnp.zeros((1, *self.pixel_shape)), None,
                       aug_t_B=jnp.zeros((1,), jnp.int32))
-    return self.model.init({"params": rng}, x, jnp.zeros((1,), jnp.int32), cond=cond,
+    return self.model.init({"params": rng}, z_BHWC, jnp.zeros((1,), jnp.int32), cond=cond,
                            train=False)["params"]
 
   def loss_fn(self, params, batch, rng):
     k_enc, k_cond, k_t, k_noise, k_drop = jax.random.split(rng, 5)
-    x = self._pixels(batch["image"])
-    z = self._encode(x, k_enc)
-    cond = self._cond(batch, x, k_cond)
-    b = z.shape[0]
+    x_BHWC = self._pixels(batch["image"])
+    z_BHWC = self._encode(x_BHWC, k_enc)
+    cond = self._cond(batch, x_BHWC, k_cond)
+    b = z_BHWC.shape[0]
     t_B = jax.random.randint(k_t, (b,), 0, self.T)
-    noise = jax.random.normal(k_noise, z.shape, jnp.float32)
-    loss_B, mse_B = self._terms(params, z, t_B, noise, cond, train=True, rng=k_drop)
+    noise_BHWC = jax.random.normal(k_noise, z_BHWC.shape, jnp.float32)
+    loss_B, mse_B = self._terms(params, z_BHWC, t_B, noise_BHWC, cond, train=True, rng=k_drop)
     w_B = batch["weight"]
     total = jnp.maximum(jnp.sum(w_B), 1e-9)
     return jnp.sum(loss_B * w_B) / total, {"mse": jnp.sum(mse_B * w_B) / total,
@@ -342,15 +279,16 @@ class DiffusionTask(Task):
     return int(self.eval_cfg.get("t_buckets", 4) or 0)
 
   def eval_step(self, params, batch):
-    x = self._pixels(batch["image"])
-    z = self._encode(x, None)
-    b = z.shape[0]
+    x_BHWC = self._pixels(batch["image"])
+    z_BHWC = self._encode(x_BHWC, None)
+    b = z_BHWC.shape[0]
     key = jax.random.PRNGKey(EVAL_KEY)
     # Stratified timesteps: each eval batch covers [0, T) evenly.
     t_B = (jnp.arange(b) * self.T // b).astype(jnp.int32)
-    noise = jax.random.normal(key, z.shape, jnp.float32)
-    cond = self._cond(batch, x, None, aug_t_B=jnp.full((b,), self.sample_aug_t, jnp.int32))
-    loss_B, mse_B = self._terms(params, z, t_B, noise, cond)
+    noise_BHWC = jax.random.normal(key, z_BHWC.shape, jnp.float32)
+    cond = self._cond(batch, x_BHWC, None,
+                      aug_t_B=jnp.full((b,), self.sample_aug_t, jnp.int32))
+    loss_B, mse_B = self._terms(params, z_BHWC, t_B, noise_BHWC, cond)
     w_B = batch["weight"]
     out = {"loss": jnp.sum(loss_B * w_B), "mse": jnp.sum(mse_B * w_B), "count": jnp.sum(w_B)}
     nb = self._num_buckets()
@@ -372,7 +310,7 @@ class DiffusionTask(Task):
 
   def train_source(self):
     if self.captions is not None:
-      return _CaptionSource(self.data.train, self.captions, self.config.train.seed)
+      return captions.CaptionSource(self.data.train, self.captions, self.config.train.seed)
     return self.data.train
 
   def eval_source(self):
@@ -380,7 +318,7 @@ class DiffusionTask(Task):
     full = self.data.eval_batches
     src = self.data.eval
     if self.captions is not None:
-      src = _CaptionSource(src, self.captions, EVAL_KEY)
+      src = captions.CaptionSource(src, self.captions, EVAL_KEY)
     return src, (full if n <= 0 else min(n, full))
 
   # ---------------------------------------------------------------- sampling
@@ -412,7 +350,7 @@ class DiffusionTask(Task):
       out["text_mask"] = jnp.broadcast_to(jnp.asarray(mask), cond["text_mask"].shape)
     return out
 
-  def model_fn(self, params, w: float) -> process.ModelFn:
+  def model_fn(self, params: PyTree, w: float) -> process.ModelFn:
     """The denoiser as ``model_fn(x, t, cond)``, classifier-free guided with weight w."""
     base = lambda x, t, c: self._apply(params, x, t, c)
     if w == 0.0 or self.cond_kind == "none":
@@ -443,7 +381,7 @@ class DiffusionTask(Task):
       self._jit_cache[key] = jax.jit(run)
     return self._jit_cache[key]
 
-  def generate(self, params, rng: jax.Array, cond: dict, num: int, *, sampler: str = "ddim",
+  def generate(self, params: PyTree, rng: jax.Array, cond: dict, num: int, *, sampler: str = "ddim",
                num_steps: int = 50, guidance: float | None = None,
                low_res: jax.Array | None = None) -> jax.Array:
     """``num`` samples in [-1, 1] ([N, H, W, C] pixels) from pure noise.
@@ -469,31 +407,31 @@ class DiffusionTask(Task):
     out: dict[str, Any] = {}
     if self.low_res_size:
       batch = self.data.eval.batch(0, slice(0, per_row))
-      x = self._pixels(jnp.asarray(batch["image"]))
-      low = area_downsample(x, self.low_res_size)
+      x_NHWC = self._pixels(jnp.asarray(batch["image"]))
+      low_NhwC = area_downsample(x_NHWC, self.low_res_size)
       cond = self.label_cond(batch["label"])
-      sr = self.generate(params, rng, cond, per_row, num_steps=steps, low_res=low)
-      up = jax.image.resize(low, x.shape, "nearest")
-      out["sr_lowres_sample_truth"] = image_grid(to_uint8(jnp.concatenate([up, sr, x])),
-                                                 cols=per_row)
+      sr_NHWC = self.generate(params, rng, cond, per_row, num_steps=steps, low_res=low_NhwC)
+      up_NHWC = jax.image.resize(low_NhwC, x_NHWC.shape, "nearest")
+      out["sr_lowres_sample_truth"] = image_grid(
+          to_uint8(jnp.concatenate([up_NHWC, sr_NHWC, x_NHWC])), cols=per_row)
       if self.base is not None:
-        imgs = cascade_sample(self.base, self.base_params, self, params, rng,
+        imgs_NHWC = cascade_sample(self.base, self.base_params, self, params, rng,
                               self.label_cond(labels), self.base.label_cond(labels), len(labels),
                               num_steps=steps)
-        out["cascade_ddim"] = image_grid(to_uint8(imgs), cols=per_row)
+        out["cascade_ddim"] = image_grid(to_uint8(imgs_NHWC), cols=per_row)
       return out
     if self.cond_kind == "none":
-      imgs = self.generate(params, rng, {}, len(labels), num_steps=steps)
-      return {"ddim_samples": image_grid(to_uint8(imgs), cols=per_row)}
-    imgs = self.generate(params, rng, self.label_cond(labels), len(labels), num_steps=steps)
+      imgs_NHWC = self.generate(params, rng, {}, len(labels), num_steps=steps)
+      return {"ddim_samples": image_grid(to_uint8(imgs_NHWC), cols=per_row)}
+    imgs_NHWC = self.generate(params, rng, self.label_cond(labels), len(labels), num_steps=steps)
     name = "text_grid" if self.cond_kind == "text" else "ddim_guided_by_class"
-    out[name] = image_grid(to_uint8(imgs), cols=per_row)
+    out[name] = image_grid(to_uint8(imgs_NHWC), cols=per_row)
     if self.cond_kind == "text":
       prompts = list(self.sample_cfg.get("prompts", ()) or ())
       if prompts:
         reps = [p for p in prompts for _ in range(per_row)]
-        imgs = self.generate(params, rng, self.prompt_cond(reps), len(reps), num_steps=steps)
-        out["text_prompts_grid"] = image_grid(to_uint8(imgs), cols=per_row)
+        imgs_NHWC = self.generate(params, rng, self.prompt_cond(reps), len(reps), num_steps=steps)
+        out["text_prompts_grid"] = image_grid(to_uint8(imgs_NHWC), cols=per_row)
         out["text_prompts"] = "\n".join(f"row {i}: {p}" for i, p in enumerate(prompts))
       else:
         out["text_prompts"] = "\n".join(
@@ -502,7 +440,7 @@ class DiffusionTask(Task):
 
   # ---------------------------------------------------------------- final evaluation
 
-  def generate_images(self, params, rng: jax.Array, labels_N: np.ndarray, sampler: str,
+  def generate_images(self, params: PyTree, rng: jax.Array, labels_N: np.ndarray, sampler: str,
                       num_steps: int, guidance: float | None = None) -> jax.Array:
     """Samples for FID / accuracy at the dataset's resolution (through the cascade for SR);
     ``guidance``: the CFG weight (None: ``cond.guidance``)."""
@@ -517,7 +455,8 @@ class DiffusionTask(Task):
     return self.generate(params, rng, self.label_cond(labels_N), len(labels_N),
                          sampler=sampler, num_steps=num_steps, guidance=guidance)
 
-  def final_eval(self, params, rng):
+  def final_eval(self, params, rng, evaluator):
+    del evaluator  # bits/dim and FID sample their own batches
     out = {}
     k_bpd, k_fid = jax.random.split(rng)
     if int(self.eval_cfg.get("bpd_num_examples", 0) or 0) > 0:
@@ -526,152 +465,60 @@ class DiffusionTask(Task):
       out.update(self.fid_and_accuracy(params, k_fid))
     return out
 
-  def bits_per_dim(self, params, rng) -> dict[str, float]:
+  def bits_per_dim(self, params: PyTree, rng: jax.Array) -> dict[str, float]:
     """bits/dim (unconditional) of the first test images by the probability-flow ODE."""
     if self.latent_dir or self.low_res_size or self.schedule_name != "linear":
       logging.info("bits/dim skipped: it needs a pixel-space model on the linear schedule "
                    "(the VP SDE); this one is %s", "latent" if self.latent_dir else
                    ("super-resolution" if self.low_res_size else self.schedule_name))
       return {}
-    n = int(self.eval_cfg.bpd_num_examples)
-    bs = min(int(self.eval_cfg.get("bpd_batch_size", 64)), n)
-    vp = continuous_vp(self.schedule)
+    ec = self.eval_cfg
+    n = int(ec.bpd_num_examples)
+    bs = min(int(ec.get("bpd_batch_size", 64)), n)
+    vp = sde.continuous_vp(self.schedule)
+    to_index = sde.continuous_to_index(self.schedule, vp)
     null = self._null_cond(self.label_cond(np.zeros(bs, np.int32)))
-    to_index = continuous_to_index(self.schedule, vp)
-    model_fn = lambda x, t, c: self._apply(params, x, to_index(t), c)
-
-    @jax.jit
-    def nll(x_uint, key):
-      k_deq, k_ll = jax.random.split(key)
-      y = likelihood.dequantize(x_uint, k_deq)
-      logp, _ = likelihood.log_likelihood(
-          model_fn, vp, y, k_ll, prediction=self.prediction, cond=null or None,
-          num_steps=int(self.eval_cfg.get("bpd_ode_steps", 100)),
-          method=self.eval_cfg.get("bpd_method", "rk4"),
-          num_probes=int(self.eval_cfg.get("bpd_num_probes", 1)),
-          eps=float(self.eval_cfg.get("bpd_eps", 1e-3)))
-      return likelihood.bits_per_dim(logp, math.prod(self.pixel_shape))
-
     reader = images.load(self.config.data.name, DataOptions.from_config(self.config.data),
                          batch_size=bs, eval_batch_size=bs, seed=0).eval
-    vals, t0 = [], time.perf_counter()
-    for i in range(math.ceil(n / bs)):
-      batch = reader.batch(i, slice(0, bs))
-      x = np.asarray(batch["image"])
-      if self.image_size != x.shape[1]:
-        x = to_uint8(area_downsample(to_model_range(jnp.asarray(x)), self.image_size))
-      bpd = np.asarray(nll(jnp.asarray(x), jax.random.fold_in(rng, i)))
-      vals.extend(bpd[batch["weight"] > 0].tolist())
-    vals = np.asarray(vals[:n])
-    logging.info("bits/dim of %d test images: %.4f (%.1f s)", len(vals), vals.mean(),
-                 time.perf_counter() - t0)
-    return {"bpd": float(vals.mean()), "bpd_stderr": float(vals.std() / np.sqrt(len(vals))),
-            "bpd_num_examples": float(len(vals))}
+    resize = lambda x: to_uint8(area_downsample(to_model_range(x), self.image_size))
+    return bpd.split_bits_per_dim(
+        lambda x, t, c: self._apply(params, x, to_index(t), c), vp, reader, n, rng,
+        prediction=self.prediction, cond=null or None,
+        num_steps=int(ec.get("bpd_ode_steps", 100)), method=ec.get("bpd_method", "rk4"),
+        num_probes=int(ec.get("bpd_num_probes", 1)), eps=float(ec.get("bpd_eps", 1e-3)),
+        preprocess=None if self.image_size == self.data.image_shape[0] else resize)
 
-  def fid_and_accuracy(self, params, rng) -> dict[str, float]:
+  def fid_and_accuracy(self, params: PyTree, rng: jax.Array) -> dict[str, float]:
     """FID (own classifier features) per sampler and the classifier's accuracy on samples."""
     if self.pixel_shape != tuple(self.data.image_shape):
       logging.info("FID skipped: samples are %s, the dataset's test images %s (a cascade's SR "
                    "stage measures the whole cascade)", self.pixel_shape, self.data.image_shape)
       return {}
-    # Imported here: only runs that ask for FID need the feature network's module.
-    fid = importlib.import_module("seqgen_jax.eval.fid")
-
-    net = fid.FeatureNet.from_workdir(self.eval_cfg.fid_classifier_workdir)
-    data_dir = self.config.data.get("data_dir", "") or None
-    n = int(self.eval_cfg.get("fid_num_samples", 10000))
-    bs = int(self.eval_cfg.get("fid_batch_size", 500))
-    specs = list(self.eval_cfg.get("fid_samplers", ("ddim-50", "ddpm-1000")))
-    # The CFG weight of the FID samples (None: the model's cond.guidance). w = 0 samples the
-    # conditional model alone: one network call per step instead of two.
-    w = self.eval_cfg.get("fid_guidance", None)
-    w = self.guidance if w is None else float(w)
-    labels = np.arange(n) % self.num_classes
-    out = {"fid_guidance": w} if self.cond_kind != "none" else {}
-    sample_dir = self.eval_cfg.get("fid_sample_dir", "") or ""
-    shard = parse_shard(self.eval_cfg.get("fid_sample_shard", "") or "")
+    ec = self.eval_cfg
+    sample_dir = ec.get("fid_sample_dir", "") or ""
+    shard = fid_samples.parse_shard(ec.get("fid_sample_shard", "") or "")
     if shard and not sample_dir:
       raise ConfigError(f"eval.fid_sample_shard={shard[0]}/{shard[1]} needs eval.fid_sample_dir: "
                         "a shard only writes its batches there, for an unsharded run to gather")
-    for spec in specs:
-      name, steps = parse_sampler(spec)
-      tag = spec.replace("-", "")
-      prefix = None
-      if sample_dir:
-        os.makedirs(sample_dir, exist_ok=True)
-        fp = sample_fingerprint(params, rng, spec, w, n, bs, self.pixel_shape)
-        prefix = os.path.join(sample_dir, f"{tag}_w{w:g}_{fp}")
-      t0 = time.perf_counter()
-      chunks, resumed = [], 0
-      for i in range(0, n, bs):
-        if shard and (i // bs) % shard[1] != shard[0]:
-          continue
-        lab = labels[i:i + bs]
-        path = f"{prefix}_{i:07d}.npy" if prefix else ""
-        if path and os.path.exists(path):
-          chunk = np.load(path)
-          if chunk.shape != (len(lab), *self.pixel_shape) or chunk.dtype != np.uint8:
-            raise ConfigError(f"{path} holds {chunk.dtype}{list(chunk.shape)}, not the "
-                              f"uint8{[len(lab), *self.pixel_shape]} batch this evaluation "
-                              "makes; delete it to sample it again")
-          resumed += len(lab)
-        else:
-          key = jax.random.fold_in(jax.random.fold_in(rng, i), steps)
-          chunk = np.asarray(to_uint8(self.generate_images(params, key, lab, name, steps, w)))
-          if path:  # a killed run leaves no partial batch behind
-            with fileio.atomic_path(path, suffix=".npy") as tmp:
-              np.save(tmp, chunk)
-        chunks.append(chunk)
-        logging.info("%s: %d / %d samples (%d loaded from %s; %.0f s)", spec, i + len(lab), n,
-                     resumed, sample_dir or "-", time.perf_counter() - t0)
-      if shard:
-        out[f"shard_samples_{tag}"] = float(sum(len(c) for c in chunks))
-        out[f"samples_resumed_{tag}"] = float(resumed)
-        out[f"sample_s_{tag}"] = time.perf_counter() - t0
-        continue
-      samples = np.concatenate(chunks)
-      out[f"fid_{tag}"] = float(fid.fid_from_samples(net, samples, self.dataset, data_dir))
-      if self.cond_kind != "none":
-        out[f"guided_acc_{tag}"] = float(np.mean(np.asarray(net.predict(samples)) == labels))
-      # Seconds of this call: with resumed batches, only the rest were sampled in it.
-      out[f"sample_s_{tag}"] = time.perf_counter() - t0
-      if sample_dir:
-        out[f"samples_resumed_{tag}"] = float(resumed)
-      logging.info("%s: %s", spec, {k: v for k, v in out.items() if k.endswith(tag)})
-    out["fid_num_samples"] = float(n)
-    if shard:
-      logging.info("shard %d/%d of the FID samples is on disk in %s; run without a shard to "
-                   "gather all of them and compute FID", *shard, sample_dir)
-      return out
-    # What a perfect sampler would score with n samples (FID's small-sample bias).
-    out["fid_real_data_floor"] = float(fid.real_data_floor(net, self.dataset, n, data_dir))
+    # The CFG weight of the FID samples (None: the model's cond.guidance). w = 0 samples the
+    # conditional model alone: one network call per step instead of two.
+    w = ec.get("fid_guidance", None)
+    w = self.guidance if w is None else float(w)
+    out = {"fid_guidance": w} if self.cond_kind != "none" else {}
+    out.update(fid_samples.fid_report(
+        lambda key, labels_N, name, steps: self.generate_images(params, key, labels_N, name,
+                                                                steps, w),
+        params, rng, list(ec.get("fid_samplers", ("ddim-50", "ddpm-1000"))), guidance=w,
+        net=fid.FeatureNet.from_workdir(ec.fid_classifier_workdir), dataset=self.dataset,
+        data_dir=self.config.data.get("data_dir", "") or None,
+        num_samples=int(ec.get("fid_num_samples", 10000)),
+        batch_size=int(ec.get("fid_batch_size", 500)), num_classes=self.num_classes,
+        shape=self.pixel_shape, judge=self.cond_kind != "none", sample_dir=sample_dir,
+        shard=shard))
     return out
 
 
-def parse_shard(spec: str) -> tuple[int, int] | None:
-  """"i/k" (batch b of the FID samples belongs to shard b % k) -> (i, k); "" -> None."""
-  if not spec:
-    return None
-  m = re.fullmatch(r"(\d+)/(\d+)", str(spec).strip())
-  if not m or not int(m.group(1)) < int(m.group(2)):
-    raise ConfigError(f"FID sample shard {spec!r}: expected 'i/k' with 0 <= i < k, e.g. '0/2'")
-  return int(m.group(1)), int(m.group(2))
-
-
-def sample_fingerprint(params, rng: jax.Array, spec: str, w: float, n: int, batch_size: int,
-                       shape: tuple[int, ...]) -> str:
-  """12 hex digits naming one FID sample set: the params' bytes, the seed and the settings."""
-  h = hashlib.sha256()
-  for leaf in jax.tree_util.tree_leaves(params):
-    a = np.asarray(leaf)
-    h.update(f"{a.dtype}{a.shape}".encode())
-    h.update(a.tobytes())
-  h.update(np.asarray(jax.random.key_data(rng)).tobytes())
-  h.update(repr((spec, float(w), int(n), int(batch_size), tuple(shape))).encode())
-  return h.hexdigest()[:12]
-
-
-def cascade_sample(base: DiffusionTask, base_params, sr: DiffusionTask, sr_params,
+def cascade_sample(base: DiffusionTask, base_params: PyTree, sr: DiffusionTask, sr_params: PyTree,
                    rng: jax.Array, sr_cond: dict, base_cond: dict, num: int, *,
                    sampler: str = "ddim", num_steps: int = 50,
                    guidance: float | None = None) -> jax.Array:

@@ -20,6 +20,7 @@ transformer). Axis key: B batch (windows), L look-back, H horizon, F variables.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -29,10 +30,11 @@ import ml_collections
 import seqgen_jax.nn  # noqa: F401  (registers the models)
 from seqgen_jax.data import builder as builder_lib
 from seqgen_jax.data import timeseries
+from seqgen_jax.dtypes import compute_dtype_from_name
 from seqgen_jax.registry import MODELS, TASKS
-from seqgen_jax.tasks.base import Task
-from seqgen_jax.tasks.whole_split import split_sums
-from seqgen_jax.train.step import compute_dtype_from_name
+from seqgen_jax.train.task import Task
+
+PyTree = Any
 
 
 def error_sums(pred_BHF: jax.Array, y_BHF: jax.Array, w_B: jax.Array) -> dict[str, jax.Array]:
@@ -60,8 +62,6 @@ class ForecastTask(Task):
     self.model: nn.Module = MODELS.get(config.model.name, kind="forecaster")(
         config.model, num_features=self.data.num_features, lookback=self.data.lookback,
         horizon=self.data.horizon, dtype=self.dtype)
-    self._eval_jit = jax.jit(self.eval_step)
-    self._baselines_jit = jax.jit(self.baseline_sums)
 
   def init_params(self, rng):
     x_BLF = jnp.zeros((1, self.data.lookback, self.data.num_features), jnp.float32)
@@ -90,7 +90,7 @@ class ForecastTask(Task):
     return self.data.eval, self.data.eval_batches
 
   @staticmethod
-  def baseline_sums(params, batch) -> dict[str, jax.Array]:
+  def baseline_sums(params: PyTree, batch: dict[str, jax.Array]) -> dict[str, dict[str, jax.Array]]:
     """Error sums of the repeat-last-value and zero (training-mean) forecasts."""
     del params
     x_BLF, y_BHF, w_B = batch["x"], batch["y"], batch["weight"]
@@ -98,14 +98,14 @@ class ForecastTask(Task):
     return {"repeat_last": error_sums(last_BHF, y_BHF, w_B),
             "zero": error_sums(jnp.zeros_like(y_BHF), y_BHF, w_B)}
 
-  def final_eval(self, params, rng):
+  def final_eval(self, params, rng, evaluator):
     del rng
     out = {}
     for prefix, source in (("test", self.data.test), ("val", self._validation())):
-      m = self.finalize_eval(split_sums(self._eval_jit, params, source))
+      m = self.finalize_eval(evaluator.sums(self.eval_step, params, source))
       out.update({f"{prefix}_mse": m["mse"], f"{prefix}_mae": m["mae"],
                   f"{prefix}_windows": m["windows"]})
-    base = split_sums(self._baselines_jit, None, self.data.test)
+    base = evaluator.sums(self.baseline_sums, None, self.data.test)
     for name, sums in base.items():
       m = self.finalize_eval(sums)
       out.update({f"test_mse_{name}": m["mse"], f"test_mae_{name}": m["mae"]})

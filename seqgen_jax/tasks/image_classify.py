@@ -6,7 +6,8 @@ release). Models (``config.model.name``): every model registered with
 ``kind="image_classifier"``, e.g. ``vit`` (nn/vit.py) and ``resnet`` (nn/resnet.py).
 
 Input scaling: the loader yields uint8 images; the task feeds the model float32
-``x / 127.5 - 1`` in [-1, 1] (``to_model_input``), so every model sees the same range.
+``x / 127.5 - 1`` in [-1, 1] (``data.image_ops.to_model_range``), so every model sees the same
+range.
 
 Augmentation (``config.data.augment``): ``none``, ``crop`` (zero-pad by ``data.crop_padding``
 pixels, 4 by default, then a random crop back to the original size), ``flip`` (random
@@ -27,30 +28,25 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 import seqgen_jax.nn  # noqa: F401  (registers the models)
 from seqgen_jax.data import images
 from seqgen_jax.data.builder import DataOptions
+from seqgen_jax.data.image_ops import CLASSIFIER_ASSET_FILE, to_model_range
+from seqgen_jax.dtypes import compute_dtype_from_name
 from seqgen_jax.errors import ConfigError
 from seqgen_jax.registry import MODELS, TASKS
-from seqgen_jax.tasks.base import Task
-from seqgen_jax.train import sharding as sharding_lib
-from seqgen_jax.train.step import compute_dtype_from_name
+from seqgen_jax.train.task import Task
 
+PyTree = Any
 AUGMENTATIONS = ("none", "crop", "flip", "crop_flip")
-ASSET_FILE = "image_classifier.json"  # what a later user of the checkpoint needs (fid.py)
 _AUGMENT_SALT = 0xA06  # separates the augmentation draws from the dropout RNG
-
-
-def to_model_input(images_BHWC: jax.Array) -> jax.Array:
-  """uint8 [0, 255] images -> float32 in [-1, 1], the range every image classifier sees."""
-  return jnp.asarray(images_BHWC, jnp.float32) / 127.5 - 1.0
 
 
 def crop_and_flip(images_BHWC: jax.Array, dy_B: jax.Array, dx_B: jax.Array, flip_B: jax.Array,
@@ -117,11 +113,11 @@ class ImageClassifyTask(Task):
     x_BHWC = jnp.zeros((1, *self.data.image_shape), jnp.float32)
     return self.model.init({"params": rng}, x_BHWC, train=False)["params"]
 
-  def logits(self, params, images_BHWC: jax.Array, *, train: bool = False,
+  def logits(self, params: PyTree, images_BHWC: jax.Array, *, train: bool = False,
              rng: jax.Array | None = None) -> jax.Array:
-    """Class logits [B, K] of uint8 images (scaled by ``to_model_input``)."""
+    """Class logits [B, K] of uint8 images (scaled by ``to_model_range``)."""
     rngs = {"dropout": rng} if rng is not None else {}
-    return self.model.apply({"params": params}, to_model_input(images_BHWC), train=train,
+    return self.model.apply({"params": params}, to_model_range(images_BHWC), train=train,
                             rngs=rngs)
 
   def loss_fn(self, params, batch, rng):
@@ -154,18 +150,10 @@ class ImageClassifyTask(Task):
     full = self.data.eval_batches
     return self.data.eval, (min(n, full) if n else full)
 
-  def final_eval(self, params, rng):
+  def final_eval(self, params, rng, evaluator):
     """Loss and accuracy over every example of the eval split (``test`` by default)."""
     del rng
-    mesh = sharding_lib.make_mesh(self.config.get("mesh", {}).get("fsdp", 1))
-    rows = slice(*sharding_lib.process_batch_rows(mesh, self.eval_batch_size))
-    eval_fn = jax.jit(self.eval_step, out_shardings=sharding_lib.replicated(mesh))
-    totals = None
-    for i in range(self.data.eval_batches):
-      batch = sharding_lib.make_global_batch(self.data.eval.batch(i, rows), mesh)
-      sums = eval_fn(params, batch)
-      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    sums = jax.tree.map(np.asarray, jax.device_get(totals))
+    sums = evaluator.sums(self.eval_step, params, self.data.eval, self.data.eval_batches)
     metrics = self.finalize_eval(sums)
     s = self.eval_split
     return {f"{s}_accuracy": metrics["accuracy"], f"{s}_loss": metrics["loss"],
@@ -176,5 +164,5 @@ class ImageClassifyTask(Task):
     info = {"dataset": self.config.data.name, "image_shape": list(self.data.image_shape),
             "num_classes": self.data.num_classes, "class_names": self.data.class_names,
             "input_scaling": "x / 127.5 - 1"}
-    with open(os.path.join(workdir, ASSET_FILE), "w") as f:
+    with open(os.path.join(workdir, CLASSIFIER_ASSET_FILE), "w") as f:
       json.dump(info, f, indent=2)

@@ -35,9 +35,9 @@ from seqgen_jax import decoding
 from seqgen_jax.data import shakespeare, synthetic
 from seqgen_jax.data.builder import DataOptions
 from seqgen_jax.data.pipeline import StepSource
+from seqgen_jax.dtypes import compute_dtype_from_name
 from seqgen_jax.registry import MODELS, TASKS, Registry
-from seqgen_jax.tasks.base import Task
-from seqgen_jax.train.step import compute_dtype_from_name
+from seqgen_jax.train.task import Task
 
 EVAL_SEED_OFFSET = 1_000_003  # eval streams never reuse a training batch index's randomness
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -42,12 +43,13 @@ import numpy as np
 
 import seqgen_jax.nn  # noqa: F401  (registers the models)
 from seqgen_jax.data.pipeline import Batch, StepSource
+from seqgen_jax.dtypes import compute_dtype_from_name
 from seqgen_jax.errors import ConfigError
 from seqgen_jax.registry import MODELS, TASKS
-from seqgen_jax.tasks.base import Task
 from seqgen_jax.tasks.lm import EVAL_SEED_OFFSET, LM_DATASETS
-from seqgen_jax.train.step import compute_dtype_from_name
+from seqgen_jax.train.task import Task
 
+PyTree = Any
 LogitsFn = Callable[[jax.Array], jax.Array]  # z_BT (with mask tokens) -> logits_BTV
 
 
@@ -183,7 +185,7 @@ class MaskedDiffusionLMTask(Task):
     return (_IndexedSource(self.data.eval),
             self.config.get("eval", {}).get("num_batches", 10))
 
-  def generate(self, params, batch_size: int, num_steps: int, rng: jax.Array,
+  def generate(self, params: PyTree, batch_size: int, num_steps: int, rng: jax.Array,
                temperature: float = 1.0) -> jax.Array:
     """[B, seq_len] samples by ``num_steps`` steps of iterative unmasking."""
     return ancestral_sample(self._logits_fn(params), batch_size, self.data.seq_len,

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -45,12 +46,11 @@ import seqgen_jax.nn  # noqa: F401  (registers the models)
 from seqgen_jax.data import builder as builder_lib
 from seqgen_jax.data import pipeline, sentiment
 from seqgen_jax.data.tokenizers import SPECIALS, WordTokenizer, load_tokenizer
+from seqgen_jax.dtypes import compute_dtype_from_name
 from seqgen_jax.errors import ConfigError
 from seqgen_jax.registry import MODELS, TASKS
-from seqgen_jax.tasks.base import Task
 from seqgen_jax.tasks.lm import token_nll_and_correct
-from seqgen_jax.tasks.whole_split import split_sums
-from seqgen_jax.train.step import compute_dtype_from_name
+from seqgen_jax.train.task import Task
 
 MASK_WORD = "<mask>"
 CORPORA = ("sst2", "sst2+rt_polarity")
@@ -70,16 +70,20 @@ class ClsSepTokenizer:
 
   @property
   def vocab_size(self) -> int:
+    """The wrapped tokenizer's vocabulary size ([CLS] / [SEP] are its <bos> / <eos>)."""
     return self.words.vocab_size
 
   def encode(self, text: str) -> np.ndarray:
+    """int32 ``[CLS] words [SEP]``, the words cut so that at most ``max_len`` ids remain."""
     ids = self.words.encode(text)[:self.max_len - 2]
     return np.concatenate([[self.cls_id], ids, [self.sep_id]]).astype(np.int32)
 
-  def decode(self, ids) -> str:
+  def decode(self, ids: Sequence[int]) -> str:
+    """Text of ``ids`` (specials dropped)."""
     return self.words.decode(ids)
 
   def save(self, path: str) -> None:
+    """Saves the wrapped word tokenizer to ``path``."""
     self.words.save(path)
 
 
@@ -257,10 +261,10 @@ class MaskedLMTask(Task):
       np.add.at(counts, self.tokenizer.words.encode(s), 1)
     return np.log(counts / counts.sum())
 
-  def final_eval(self, params, rng):
+  def final_eval(self, params, rng, evaluator):
     del rng
     out = {f"dev_{k}": v for k, v in self.finalize_eval(
-        split_sums(jax.jit(self.eval_step), params, self.eval)).items()}
+        evaluator.sums(self.eval_step, params, self.eval)).items()}
     logp_V = self.unigram_log_probs()
     nll = correct = tokens = 0.0
     for i in range(self.eval.num_batches):

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -42,11 +43,12 @@ from seqgen_jax import decoding
 from seqgen_jax.data import builder as builder_lib
 from seqgen_jax.data import multi30k
 from seqgen_jax.data.builder import DataOptions
+from seqgen_jax.dtypes import compute_dtype_from_name
 from seqgen_jax.errors import ConfigError
 from seqgen_jax.registry import MODELS, TASKS
-from seqgen_jax.tasks.base import Task
-from seqgen_jax.train.step import compute_dtype_from_name
+from seqgen_jax.train.task import Task
 
+PyTree = Any
 DIRECTIONS = {"de-en": ("de", "en"), "en-de": ("en", "de")}
 SPLITS = {"valid": "validation", "test_2016": "test"}  # config name -> Multi30k builder split
 DATASETS = ("multi30k",)
@@ -70,7 +72,7 @@ def smoothed_cross_entropy(logits_BTV: jax.Array, targets_BT: jax.Array, smoothi
   return loss_BT, nll_BT, correct_BT
 
 
-def cut_at_eos(ids, eos_id: int) -> list[int]:
+def cut_at_eos(ids: Sequence[int], eos_id: int) -> list[int]:
   """The ids before the first ``eos_id`` (all of them when there is none)."""
   out = []
   for i in ids:
@@ -206,7 +208,7 @@ class TranslationTask(Task):
     eos = self.tokenizer.eos_id
     return [self.tokenizer.decode(cut_at_eos(row, eos)) for row in np.asarray(ids_BL)]
 
-  def translate(self, params, data: multi30k.TranslationData, beam_size: int) -> list[str]:
+  def translate(self, params: PyTree, data: multi30k.TranslationData, beam_size: int) -> list[str]:
     """Translations of every sentence of ``data.eval``, in split order."""
     fn, src = self.decoder(beam_size), data.eval
     rows = slice(0, src.global_batch_size)
@@ -223,8 +225,8 @@ class TranslationTask(Task):
         self.builder, batch_size=self.decode_bs, eval_batch_size=self.decode_bs,
         eval_split=SPLITS[self.final_split], tokenizer=self.tokenizer, **self.data_kw)
 
-  def final_eval(self, params, rng):
-    del rng
+  def final_eval(self, params, rng, evaluator):
+    del rng, evaluator  # decodes with its own compiled decoders
     data = self.final_data()
     decoders = {"greedy": 0, f"beam{self.beam_size}": self.beam_size}
     out = {}

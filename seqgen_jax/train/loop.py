@@ -1,7 +1,10 @@
 """train_and_evaluate: the training loop shared by every task and model family.
 
-Order of work: validate the config and find the data (bad input fails here, before anything is
-written) -> mesh, task, optimizer -> abstract state via ``jax.eval_shape`` -> compile the train
+The loop knows tasks only through the Task interface (train/task.py): the caller hands it
+``make_task``, a function config -> Task (the entrypoint passes ``seqgen_jax.tasks.build_task``;
+a test may pass a Task subclass itself). Order of work: check the mesh and batch sizes, then
+build the task, which validates the config and finds the data (bad input fails here, before
+anything is written) -> optimizer -> abstract state via ``jax.eval_shape`` -> compile the train
 step ahead of time (its FLOPs and memory are known before anything is allocated; a configured
 per-device memory budget is checked here) -> restore the latest checkpoint or initialise with a
 jitted init that has ``out_shardings`` -> train, logging (with TFLOP/s, MFU and peak memory),
@@ -18,27 +21,26 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-import seqgen_jax.tasks  # noqa: F401  (registers the tasks)
 from seqgen_jax.data.pipeline import StepIterator
-from seqgen_jax.registry import TASKS
-from seqgen_jax.tasks.base import Task
 from seqgen_jax.train import perf
 from seqgen_jax.train import sharding as sharding_lib
 from seqgen_jax.train.checkpoint import Checkpointer
+from seqgen_jax.train.evaluate import Evaluator, evaluate
 from seqgen_jax.train.metrics import MetricWriter, Progress, copy_tree
 from seqgen_jax.train.optim import build_optimizer
 from seqgen_jax.train.state import TrainState, create_train_state
 from seqgen_jax.train.step import make_train_step
+from seqgen_jax.train.task import Task
 
 PyTree = Any
 
@@ -156,18 +158,13 @@ def _compile_step(train_step, abstract_state: PyTree, abstract_batch: PyTree, me
   return compiled, memory, flops
 
 
-def evaluate(task: Task, eval_fn, params: PyTree, mesh, rows: slice) -> dict[str, float]:
-  """Runs ``task.eval_step`` over the task's eval batches and returns ``task.finalize_eval``."""
-  source, num_batches = task.eval_source()
-  totals = None
-  for i in range(num_batches):
-    sums = eval_fn(params, sharding_lib.make_global_batch(source.batch(i, rows), mesh))
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  return task.finalize_eval(jax.tree.map(np.asarray, jax.device_get(totals)))
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       make_task: Callable[[ml_collections.ConfigDict], Task]) -> TrainState:
+  """Trains ``make_task(config)``; checkpoints, metrics and logs go to workdir.
 
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-  """Trains ``config.task`` with ``config.model``; checkpoints, metrics and logs go to workdir."""
+  ``make_task`` is called once, after the mesh and batch sizes are checked and before anything
+  is written, so that a bad config fails fast and leaves no workdir behind.
+  """
   tc = config.train
   t_start = time.time()
   # ------------------------------------------------ validate everything before writing anything
@@ -175,7 +172,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   sharding_lib.check_batch_size(tc.batch_size, mesh, tc.get("grad_accum_steps", 1))
   eval_bs = config.get("eval", {}).get("batch_size", None) or tc.batch_size
   sharding_lib.check_batch_size(eval_bs, mesh)
-  task: Task = TASKS.get(config.task)(config)
+  task: Task = make_task(config)
   tx, schedule = build_optimizer(config.optimizer, tc.num_steps)
   ema_decay = tc.get("ema_decay", None)
   init_fn = functools.partial(create_train_state, task.init_params, tx,
@@ -189,12 +186,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                  ema_warmup=bool(tc.get("ema_warmup", False)), mode=tc.get("step_mode", "jit"))
   grad_accum = tc.get("grad_accum_steps", 1)
   train_step = make_train_step(task.loss_fn, tx, grad_accum_steps=grad_accum, **step_kw)
-  eval_fn = jax.jit(task.eval_step,
-                    in_shardings=(state_sharding.params, sharding_lib.batch_sharding(mesh)),
-                    out_shardings=sharding_lib.replicated(mesh))
+  evaluator = Evaluator(mesh)
   profile_steps = perf.check_profile_steps(tc.get("profile_steps", ()), tc.num_steps)
   rows = slice(*sharding_lib.process_batch_rows(mesh, tc.batch_size))
-  eval_rows = slice(*sharding_lib.process_batch_rows(mesh, eval_bs))
   abstract_state = _abstract_with_shardings(abstract_state, state_sharding)
   compiled_step, memory, flops = _compile_step(
       train_step, abstract_state, _abstract_batch(task, mesh, tc.batch_size, rows), mesh, tc,
@@ -248,7 +242,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       for name, params in (("eval", state.params), ("eval_ema", state.ema_params)):
         if params is None:
           continue
-        metrics = evaluate(task, eval_fn, params, mesh, eval_rows)
+        metrics = evaluate(task, evaluator, params)
         writer.write_scalars(at_step, name, metrics)
         logging.info("%s @ %d: %s", name, at_step,
                      ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
@@ -313,7 +307,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     if tc.get("final_eval", True):
       final_params = state.ema_params if state.ema_params is not None else state.params
       t0 = time.perf_counter()
-      final = task.final_eval(final_params, jax.random.PRNGKey(tc.seed + 2))
+      final = task.final_eval(final_params, jax.random.PRNGKey(tc.seed + 2), evaluator)
       if final:
         writer.write_scalars(step, "final", final)
         if is_main:

@@ -24,6 +24,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from seqgen_jax.dtypes import cast_floating, compute_dtype_from_name
 from seqgen_jax.errors import ConfigError
 from seqgen_jax.train import sharding as sharding_lib
 from seqgen_jax.train.state import TrainState
@@ -33,19 +34,6 @@ Batch = PyTree
 Metrics = dict[str, jax.Array]
 LossFn = Callable[[PyTree, Batch, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
 STEP_MODES = ("jit", "shard_map")
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-
-
-def compute_dtype_from_name(name: str) -> jnp.dtype:
-  if name not in _DTYPES:
-    raise ConfigError(f"unknown compute dtype '{name}'; choose one of: {', '.join(_DTYPES)}")
-  return _DTYPES[name]
-
-
-def cast_floating(tree: PyTree, dtype: jnp.dtype) -> PyTree:
-  """Casts floating-point leaves to ``dtype`` (integers and keys untouched)."""
-  return jax.tree.map(
-      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
 def _split_micro(batch: Batch, k: int) -> Batch:

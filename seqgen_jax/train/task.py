@@ -2,7 +2,8 @@
 
 A task owns the model choice, the loss, the evaluation metrics, the data sources and an optional
 sampling hook. The loop (seqgen_jax/train/loop.py) only ever calls these methods, so it never
-imports a specific model.
+imports a specific model or task: the tasks (seqgen_jax/tasks/) implement this class, and the
+entrypoint hands the loop a way to build one (``seqgen_jax.tasks.build_task``).
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import ml_collections
 import numpy as np
 
 from seqgen_jax.data.pipeline import StepSource
+from seqgen_jax.train.evaluate import Evaluator
 
 PyTree = Any
 
 
 class Task(abc.ABC):
-  """Base class; a subclass is registered in ``seqgen_jax.registry.TASKS`` under its config name.
+  """Base class; a subclass in seqgen_jax/tasks is registered in ``seqgen_jax.registry.TASKS``
+  under its config name.
 
   The constructor must validate the config and find its data (raising ConfigError / DataError
   with a one-line message) before the loop creates anything in the workdir.
@@ -64,15 +67,18 @@ class Task(abc.ABC):
     del params, rng
     return {}
 
-  def final_eval(self, params: PyTree, rng: jax.Array) -> dict[str, float]:
+  def final_eval(self, params: PyTree, rng: jax.Array, evaluator: Evaluator
+                 ) -> dict[str, float]:
     """Metrics that need generation or a whole split (BLEU with beam search, FID of samples,
     test-split error), computed once at the end of training (``config.train.final_eval``).
 
-    ``params`` are the EMA parameters when the run keeps them, else the trained ones. The loop
+    ``params`` are the EMA parameters when the run keeps them, else the trained ones.
+    ``evaluator`` sums a per-batch function over a whole split on the loop's mesh
+    (``evaluator.sums(self.eval_step, params, source)``), as the periodic eval does. The loop
     logs the result under ``final/`` and writes ``<workdir>/final_metrics.json``. The default
     computes nothing.
     """
-    del params, rng
+    del params, rng, evaluator
     return {}
 
   def save_assets(self, workdir: str) -> None:
