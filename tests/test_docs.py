@@ -242,10 +242,21 @@ def _without_outputs(text: str) -> str:
   return re.sub(r"--(?:out|workdir)=\S+|\s>\s+\S+", " ", text)
 
 
+def table_pipe_problems(text: str) -> list[str]:
+  """A ``|`` inside a code span of a table row ends the cell on GitHub unless written ``\\|``."""
+  rows = [line for line in _without_fences(text).splitlines() if line.startswith("|")]
+  return [f"unescaped | in a table cell: `{span}`" for row in rows
+          for span in CODE_SPAN_RE.findall(row) if re.search(r"(?<!\\)\|", span)]
+
+
+def _without_fences(text: str) -> str:
+  return re.sub(r"^```.*?^```$", "", text, flags=re.S | re.M)
+
+
 def problems(text: str) -> list[str]:
   """Everything wrong with one doc's text, one line each."""
-  out = forbidden_references(text) + anchor_problems(text)
-  text = _without_output_blocks(text)
+  out = forbidden_references(text) + anchor_problems(text) + table_pipe_problems(text)
+  text = _without_output_blocks(text).replace("\\|", "|")
   for m in PATH_RE.finditer(_without_outputs(text)):
     if (p := _check_path(m.group(1))) is not None:
       out.append(p)
@@ -340,6 +351,10 @@ See `seqgen_jax/nn/no_such_model.py` and seqgen_jax/tasks/missing/ and `tests/te
 The overrides `--config.optimizer.lrr=1e-3`; the config `sst2.py:model=gru`; the file `gone.py`;
 `seqgen_jax.registry.NoSuchThing`, `experiments/configs/dit.py:dataset=svhn`.
 Measured in stop 12, as the issue's goals say; see [the table](#no-such-heading).
+
+| config | arguments |
+|---|---|
+| `copy.py` | `model=gpt|mingru` |
 """
 
 GOOD_DOC = """
@@ -352,6 +367,10 @@ error: --config=experiments/configs/copy.py:fast: unknown config argument 'fast'
 `tests/test_task_{classify,mlm}.py`; placeholders `<workdir>/samples/x.png`, /tmp/seqgen/copy,
 /work/runs/a, ~/seqgen_data, gs://b/r; `state.py`, `nn/unet.py`, `dit.py:cpu,dataset=cifar10`,
 `ddpm_unet.py:dataset=mnist|fashion_mnist`; `seqgen_jax.registry.MODELS`; `--config.model.name=x`.
+
+| config | arguments |
+|---|---|
+| `copy.py:model=gpt\\|mingru` | `model=gpt\\|mingru` |
     python -m experiments.main --config=experiments/configs/copy.py:model=mingru,runlocal \\
         --workdir=/tmp/x --config.train.num_steps=3
     python -m experiments.showdown --config=experiments/configs/showdown/quick.py:task=copy \\
@@ -376,7 +395,8 @@ def test_the_checker_reports_each_kind_of_problem():
                    "seqgen_jax.registry has no NoSuchThing",
                    "dit.py:dataset=svhn: config argument dataset=svhn",
                    "refers to 'stop 12'", "refers to 'the issue's'",
-                   "no heading for the link #no-such-heading"]:
+                   "no heading for the link #no-such-heading",
+                   "unescaped | in a table cell: `model=gpt|mingru`"]:
     assert expected in found, (expected, found)
 
 
