@@ -1,6 +1,6 @@
 """Every config file under experiments/configs: its documented arguments load, it sets only
-fields that exist, its docstring's commands are valid, the README's data overrides reach it, and
-(training configs) its task's model and train step build under ``jax.eval_shape``.
+fields that exist, its docstring's commands are valid, the data overrides of docs/data.md reach
+it, and (training configs) its task's model and train step build under ``jax.eval_shape``.
 
 Config files and their arguments are discovered (each file's ``ARGS``), never listed here.
 """
@@ -103,8 +103,8 @@ def test_arguments_in_any_order_and_bad_ones_name_the_allowed():
 
 
 def test_commands_in_docstrings_and_launch_scripts_name_existing_configs():
-  """Every ``--config=experiments/configs/...`` outside the README names a file and arguments
-  that load."""
+  """Every ``--config=experiments/configs/...`` outside the docs (tests/test_docs.py checks
+  those) names a file and arguments that load."""
   sources = [*CONFIG_DIR.rglob("*.py"), *(REPO / "experiments").glob("*.py"),
              *(REPO / "launch").glob("*.sh"), *(REPO / "seqgen_jax").rglob("*.py")]
   seen = 0

@@ -3,7 +3,7 @@
 A config file is ``experiments/configs/<name>.py`` with a module constant ``ARGS`` (the arguments
 it takes after the colon) and ``get_config(arg)``. An argument is a comma-separated list of at
 most one size flag (``runlocal``: a CPU smoke run of a minute or so; ``cpu``: the small recipe
-behind the README's CPU numbers, where a config has one) and ``key=value`` choices
+behind the CPU numbers of docs/results.md, where a config has one) and ``key=value`` choices
 (``dataset=mnist``, ``model=lstm``), in any order: ``--config=.../ddpm_unet.py:cpu,dataset=mnist``.
 
 ``base_config(task)`` is ``default_config()`` (the fields the training loop reads) plus the

@@ -1,7 +1,7 @@
 """DDPM with a U-Net on MNIST, Fashion-MNIST or CIFAR-10 (``:dataset=``, default mnist).
 
-Arguments: ``runlocal`` (a CPU smoke run, under a minute) or ``cpu`` (the README's CPU recipe),
-and ``dataset=mnist|fashion_mnist|cifar10``, e.g. ``:cpu,dataset=fashion_mnist``.
+Arguments: ``runlocal`` (a CPU smoke run, under a minute) or ``cpu`` (the CPU recipe of
+docs/results.md), and ``dataset=mnist|fashion_mnist|cifar10``, e.g. ``:cpu,dataset=fashion_mnist``.
 
 MNIST and Fashion-MNIST: class-conditional, a small U-Net, label dropout 0.1, classifier-free
 guidance. Linear schedule (T = 1000), eps prediction, L_simple, EMA 0.9995. The sample hook draws
@@ -20,19 +20,19 @@ recipe is class-conditional (CFG w = 1) at the MNIST CPU recipe's size.
   python -m experiments.main --config=experiments/configs/ddpm_unet.py:runlocal \
       --workdir=/tmp/seqgen/mnist_ddpm_local          # CPU smoke run, under a minute
   python -m experiments.main --config=experiments/configs/ddpm_unet.py:cpu \
-      --workdir=/tmp/seqgen/mnist_ddpm_cpu            # the README's CPU run, ~25 min
+      --workdir=/tmp/seqgen/mnist_ddpm_cpu            # the CPU run of docs/results.md, ~25 min
   python -m experiments.main --config=experiments/configs/ddpm_unet.py \
       --workdir=/tmp/seqgen/mnist_ddpm \
       --config.eval.fid_classifier_workdir=/path/to/fidnet/mnist   # full run + FID (10k)
   python -m experiments.main --config=experiments/configs/ddpm_unet.py:cpu,dataset=fashion_mnist \
-      --workdir=/tmp/seqgen/fmnist_ddpm_cpu           # the README's CPU run, ~25 min
+      --workdir=/tmp/seqgen/fmnist_ddpm_cpu           # the CPU run of docs/results.md, ~25 min
   python -m experiments.main --config=experiments/configs/ddpm_unet.py:dataset=fashion_mnist \
       --workdir=/tmp/seqgen/fmnist_ddpm \
       --config.eval.fid_classifier_workdir=/path/to/fidnet/fashion_mnist   # + FID (10k)
   python -m experiments.main --config=experiments/configs/ddpm_unet.py:runlocal,dataset=cifar10 \
       --workdir=/tmp/seqgen/cifar10_ddpm_local        # CPU smoke run: a tiny U-Net
   python -m experiments.main --config=experiments/configs/ddpm_unet.py:cpu,dataset=cifar10 \
-      --workdir=/tmp/seqgen/cifar10_ddpm_cpu          # the README's CPU grid (class-conditional)
+      --workdir=/tmp/seqgen/cifar10_ddpm_cpu          # the CPU grid of docs/results.md
   python -m experiments.main --config=experiments/configs/ddpm_unet.py:dataset=cifar10 \
       --workdir=/tmp/seqgen/cifar10_ddpm --config.train.compute_dtype=bfloat16   # full run
   python -m experiments.main --config=experiments/configs/ddpm_unet.py:dataset=cifar10 \
@@ -104,9 +104,9 @@ def get_config(arg: str | None = None):
     c.eval.fid_batch_size = 50
     c.eval.fid_samplers = ("ddim-10",)
   elif a.cpu:
-    # The CPU recipe of the README's FID numbers: a 281k-parameter U-Net (ch 16, one res block
-    # per level, attention at 7x7), 3,000 steps of batch 128 (6.4 epochs). On this machine it
-    # beat a DiT of the same cost per sample by far (README: FID 0.19 / accuracy 0.97 after
+    # The CPU recipe of the FID numbers in docs/results.md: a 281k-parameter U-Net (ch 16, one
+    # res block per level, attention at 7x7), 3,000 steps of batch 128 (6.4 epochs). On a 2-core
+    # CPU it beat a DiT of the same cost per sample by far (FID 0.19 / accuracy 0.97 after
     # 1,000 steps vs 4.5 / 0.34 for a patch-4 DiT after 4,000).
     c.model.ch = 16
     c.model.num_res_blocks = 1
@@ -175,7 +175,7 @@ def _cifar10(a):
     c.sample.num_steps = 10
     c.eval.bpd_num_examples = 0
   elif a.cpu:
-    # The README's CPU sample grid: a class-conditional (CFG w = 1) U-Net of the MNIST CPU
+    # The CPU sample grid of docs/results.md: a class-conditional (CFG w = 1) U-Net of the MNIST CPU
     # recipe's size (ch 16, mult 1-2-2, attention at 8x8), 3,000 steps of batch 64 (under four
     # epochs): colour layouts per class, not yet objects.
     c.cond = dict(kind="label", p_uncond=0.1, guidance=1.0)

@@ -16,8 +16,8 @@ convolutions), the linear schedule with eps prediction (so the PF-ODE bits/dim a
 steps of batch 128 (CIFAR-10: 800 steps of batch 64, under an epoch: the grid shows colour
 layouts, not objects). Measured, it is a poor MNIST model at this budget: after 4,000 steps,
 DDIM-50 FID 4.54 (2,000 samples, own features) and guided accuracy 0.34, where the U-Net of
-``ddpm_unet.py:cpu`` reached 0.19 / 0.97 after 1,000 steps (README, *Diffusion tasks*); the
-README's FID numbers therefore come from the U-Net.
+``ddpm_unet.py:cpu`` reached 0.19 / 0.97 after 1,000 steps (docs/results.md); the FID
+numbers there therefore come from the U-Net.
 
   python -m experiments.main --config=experiments/configs/dit.py:runlocal \
       --workdir=/tmp/seqgen/mnist_dit_local           # CPU smoke run

@@ -8,19 +8,19 @@ ResNet-8 (width 16, one pre-activation block per stage, 3 stages: at 28, 14 and 
 77,562 parameters on the 28x28 datasets, at 32, 16 and 8 with 77,850 on CIFAR-10; features
 D = 64), AdamW with warm-up + cosine decay. Augmentation: MNIST random crops after 2-pixel zero
 padding; Fashion-MNIST the same plus horizontal flips; CIFAR-10 the standard 4-pixel padding,
-random crop and horizontal flip. Sized for the 2-core CPU of the README numbers (MNIST 1,000
-steps, Fashion-MNIST 1,500, CIFAR-10 240); on an accelerator raise width, blocks_per_stage and
-num_steps. Its penultimate features (``ResNet.features``) are the FID features of
-seqgen_jax/eval/fid.py.
+random crop and horizontal flip. Sized for the 2-core CPU of the numbers in docs/results.md
+(MNIST 1,000 steps, Fashion-MNIST 1,500, CIFAR-10 240); on an accelerator raise width,
+blocks_per_stage and num_steps. Its penultimate features (``ResNet.features``) are the FID
+features of seqgen_jax/eval/fid.py.
 
   python -m experiments.main --config=experiments/configs/image_resnet.py:runlocal \
       --workdir=/tmp/seqgen/mnist_resnet_local  # CPU smoke run, < 1 minute
   python -m experiments.main --config=experiments/configs/image_resnet.py:dataset=mnist \
-      --workdir=/work/runs/fidnet/mnist  # the README run (2-core CPU, under 3 minutes)
+      --workdir=/work/runs/fidnet/mnist  # docs/results.md (2-core CPU, < 3 minutes)
   python -m experiments.main --config=experiments/configs/image_resnet.py:dataset=fashion_mnist \
-      --workdir=/work/runs/fidnet/fashion_mnist  # the README run (2-core CPU, about 4 minutes)
+      --workdir=/work/runs/fidnet/fashion_mnist  # docs/results.md (2-core CPU, ~4 minutes)
   python -m experiments.main --config=experiments/configs/image_resnet.py:dataset=cifar10 \
-      --workdir=/work/runs/fidnet/cifar10  # the README run (CPU, about 12 minutes)
+      --workdir=/work/runs/fidnet/cifar10  # docs/results.md (CPU, ~12 minutes)
 """
 
 from experiments.configs import common

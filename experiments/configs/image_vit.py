@@ -3,8 +3,9 @@
 Arguments: ``runlocal`` (a CPU smoke run, < 1 minute) and ``dataset=mnist|fashion_mnist|cifar10``
 (default mnist), e.g. ``:runlocal,dataset=cifar10``.
 
-A small ViT sized for the 2-core CPU of the README numbers: 4 pre-LN layers, width 64, 4 heads,
-MLP 128 (about 0.14M parameters), a class token; AdamW with warm-up + cosine decay. Per dataset:
+A small ViT sized for the 2-core CPU of the numbers in docs/results.md: 4 pre-LN layers, width
+64, 4 heads, MLP 128 (about 0.14M parameters), a class token; AdamW with warm-up + cosine decay.
+Per dataset:
 
 * MNIST: 7x7 patches (16 tokens), no augmentation (the run is under two epochs), 700 steps;
 * Fashion-MNIST: 4x4 patches (49 tokens), random horizontal flips, 300 steps;
@@ -16,11 +17,11 @@ On an accelerator use the ViT paper's widths and train for many epochs.
   python -m experiments.main --config=experiments/configs/image_vit.py:runlocal \
       --workdir=/tmp/seqgen/mnist_vit_local  # CPU smoke run, < 1 minute
   python -m experiments.main --config=experiments/configs/image_vit.py:dataset=mnist \
-      --workdir=/work/runs/imgcls/mnist_vit  # the README run (CPU, about 12 minutes)
+      --workdir=/work/runs/imgcls/mnist_vit  # the run in docs/results.md (CPU, about 12 minutes)
   python -m experiments.main --config=experiments/configs/image_vit.py:dataset=fashion_mnist \
-      --workdir=/work/runs/imgcls/fmnist_vit  # the README run (CPU, about 12 minutes)
+      --workdir=/work/runs/imgcls/fmnist_vit  # the run in docs/results.md (CPU, about 12 minutes)
   python -m experiments.main --config=experiments/configs/image_vit.py:dataset=cifar10 \
-      --workdir=/work/runs/imgcls/cifar10_vit  # the README run (CPU, about 12 minutes)
+      --workdir=/work/runs/imgcls/cifar10_vit  # the run in docs/results.md (CPU, about 12 minutes)
 """
 
 from experiments.configs import common

@@ -1,7 +1,7 @@
 """Multi30k de->en translation (task "translate") with an attention LSTM or a Transformer.
 
 Arguments: ``runlocal`` (a CPU smoke run) or ``cpu`` (a ~15-minute run on a shared 2-core CPU:
-the README's numbers), and ``model=lstm|transformer`` (default lstm), e.g.
+the numbers in docs/results.md), and ``model=lstm|transformer`` (default lstm), e.g.
 ``:model=transformer,cpu``.
 
 One joint 8,000-piece BPE vocabulary; sentences cut at 48 pieces; batch 64; AdamW with warm-up
@@ -119,7 +119,7 @@ def get_config(arg: str | None = None):
     c.eval.decode_batch_size = 256
     c.sample.num_sentences = 2
   elif a.cpu:
-    # A ~15-minute run on a shared 2-core CPU (the README's numbers): smaller vocabulary,
+    # A ~15-minute run on a shared 2-core CPU (the numbers in docs/results.md): smaller vocabulary,
     # widths and batch, 32-piece sentences, a short schedule.
     c.data.vocab_size = 2000
     c.data.src_len = 32

@@ -1,7 +1,7 @@
 """Datasets, tokenizers, synthetic tasks and the step-indexed batch iterators.
 
 One module per dataset family, each with a TFDS builder and a loader that returns train / eval
-StepSources plus what a model needs to know (see README, "Data"):
+StepSources plus what a model needs to know (see docs/data.md):
 
   shakespeare.load(options, seq_len=..., ...)           char LM: {"inputs", "targets", "weights"}
   images.load("mnist" | "fashion_mnist" | "cifar10" | "cifar10_official", options, ...)

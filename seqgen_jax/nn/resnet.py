@@ -34,7 +34,8 @@ def _groups(channels: int, max_groups: int) -> int:
 
   Layers narrower than ``max_groups`` channels get one channel a group (instance
   normalisation); with the small CPU widths of the configs that is the whole first stages. A
-  cap of >= 4 channels a group was tried and learned markedly slower (README).
+  cap of >= 4 channels a group was tried and learned markedly slower
+  (docs/image_classification_and_fid.md).
   """
   g = min(max_groups, channels)
   while channels % g:

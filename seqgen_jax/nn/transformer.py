@@ -262,8 +262,8 @@ def unstack_layer_params(stack_params: dict) -> dict:
 #
 # Common ``config.model`` fields of the Transformer builders: num_layers, num_heads, d_model,
 # d_ff (default 4 * d_model), dropout, num_kv_heads (grouped-query attention), attention ("xla" |
-# "cudnn" | "auto"), scan_layers (bool), remat ("none" | "full" | "dots"). Each builder lists its
-# own extras.
+# "blockwise" | "cudnn" | "auto"), scan_layers (bool), remat ("none" | "full" | "dots"). Each
+# builder lists its own extras.
 
 
 def stack_kw(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
