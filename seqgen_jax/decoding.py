@@ -3,11 +3,18 @@
 Two drivers share the token-choice rule (and the order in which they consume random keys, so
 they agree token for token on the same model):
 
-* ``sample_full_context`` re-runs ``logits_fn(tokens_BT) -> logits_BTV`` on a sliding window for
-  every new token: no cache, works with any causal model.
-* ``sample_incremental`` drives a model that carries state between calls, through
+* ``generate_full_context`` re-runs ``logits_fn(tokens_BT) -> logits_BTV`` on a sliding window
+  for every new token: no cache, works with any causal model.
+* ``generate_incremental`` drives a model that carries state between calls, through
   ``step_fn(tokens_BT, cache, position) -> (logits_BTV, cache)``: the Transformer's KV cache or an
   RNN's hidden state. It is called once on the whole prompt (prefill) and then once per token.
+
+Both take an optional ``stop_id``: every generated token after a row's first ``stop_id`` becomes
+``pad_id``, the loop ends once every row has stopped, and each row's length (prompt, generated
+tokens, the stop token included) is returned with the tokens. ``sample_full_context`` /
+``sample_incremental`` are the same drivers without a stop token, returning only the tokens.
+``seqgen_jax.generate.generate`` is the user-facing entry point over a causal_lm module.
+Randomness: one ``jax.random.split`` of ``rng`` per generated token, its second half drawing it.
 
 ``beam_search`` drives the same ``step_fn`` with K hypotheses per row (length penalty, EOS).
 
@@ -52,66 +59,114 @@ def _choose(logits_BV: jax.Array, rng: jax.Array, *, greedy: bool, temperature: 
       rng, filter_logits(logits_BV, temperature=temperature, top_k=top_k, top_p=top_p))
 
 
-def sample_full_context(logits_fn: Callable[[jax.Array], jax.Array], prompt_BP: jax.Array,
-                        num_new: int, rng: jax.Array, *, window: int, temperature: float = 1.0,
-                        top_k: int | None = None, top_p: float | None = None,
-                        greedy: bool = False) -> jax.Array:
-  """Extends ``prompt_BP`` by ``num_new`` tokens; returns [B, P + num_new].
+def _stopped(tok_B: jax.Array, stop_id: int | None) -> jax.Array:
+  if stop_id is None:
+    return jnp.zeros(tok_B.shape, bool)
+  return tok_B == stop_id
+
+
+def finish(prompt_BP: jax.Array, new_BN: jax.Array, stop_id: int | None, pad_id: int
+           ) -> tuple[jax.Array, jax.Array]:
+  """(prompt ++ new tokens with ``pad_id`` after each row's first ``stop_id``, row lengths)."""
+  p, n = prompt_BP.shape[1], new_BN.shape[1]
+  stop_BN = _stopped(new_BN, stop_id)
+  first_B = jnp.where(jnp.any(stop_BN, axis=1), jnp.argmax(stop_BN, axis=1), n - 1)
+  keep_BN = jnp.arange(n)[None, :] <= first_B[:, None]
+  new_BN = jnp.where(keep_BN, new_BN, jnp.asarray(pad_id, new_BN.dtype))
+  lengths_B = (p + first_B + 1).astype(jnp.int32)
+  return jnp.concatenate([prompt_BP, new_BN], axis=1), lengths_B
+
+
+def generate_full_context(logits_fn: Callable[[jax.Array], jax.Array], prompt_BP: jax.Array,
+                          num_new: int, rng: jax.Array, *, window: int, temperature: float = 1.0,
+                          top_k: int | None = None, top_p: float | None = None,
+                          greedy: bool = False, stop_id: int | None = None, pad_id: int = 0
+                          ) -> tuple[jax.Array, jax.Array]:
+  """``prompt_BP`` extended by ``num_new`` tokens ([B, P + num_new]) and the row lengths [B].
 
   Each step runs ``logits_fn`` on the last ``window`` tokens (the model's context length), so
   the result equals step-by-step generation with a full forward pass per token.
   """
   b, p = prompt_BP.shape
+  if num_new < 1:
+    return prompt_BP, jnp.full((b,), p, jnp.int32)
   total = p + num_new
   buf_BL = jnp.zeros((b, max(total, window)), prompt_BP.dtype).at[:, :p].set(prompt_BP)
 
-  def body(i, carry):
-    buf_BL, rng = carry
+  def body(carry):
+    i, buf_BL, rng, done_B = carry
     start = jnp.clip(i - window, 0, buf_BL.shape[1] - window)
     ctx_BW = jax.lax.dynamic_slice_in_dim(buf_BL, start, window, axis=1)
     logits_BV = jax.lax.dynamic_index_in_dim(logits_fn(ctx_BW), i - 1 - start, axis=1,
                                              keepdims=False)
     rng, sub = jax.random.split(rng)
     tok_B = _choose(logits_BV, sub, greedy=greedy, temperature=temperature, top_k=top_k,
-                    top_p=top_p)
-    buf_BL = jax.lax.dynamic_update_index_in_dim(buf_BL, tok_B.astype(buf_BL.dtype)[:, None], i,
-                                                 axis=1)
-    return buf_BL, rng
+                    top_p=top_p).astype(buf_BL.dtype)
+    buf_BL = jax.lax.dynamic_update_index_in_dim(buf_BL, tok_B[:, None], i, axis=1)
+    return i + 1, buf_BL, rng, done_B | _stopped(tok_B, stop_id)
 
-  buf_BL, _ = jax.lax.fori_loop(p, total, body, (buf_BL, rng))
-  return buf_BL[:, :total]
+  cond = lambda carry: (carry[0] < total) & ~jnp.all(carry[3])
+  _, buf_BL, _, _ = jax.lax.while_loop(cond, body, (jnp.asarray(p, jnp.int32), buf_BL, rng,
+                                                     jnp.zeros((b,), bool)))
+  return finish(prompt_BP, buf_BL[:, p:total], stop_id, pad_id)
+
+
+def sample_full_context(logits_fn: Callable[[jax.Array], jax.Array], prompt_BP: jax.Array,
+                        num_new: int, rng: jax.Array, *, window: int, temperature: float = 1.0,
+                        top_k: int | None = None, top_p: float | None = None,
+                        greedy: bool = False) -> jax.Array:
+  """Extends ``prompt_BP`` by ``num_new`` tokens; returns [B, P + num_new] (no stop token)."""
+  return generate_full_context(logits_fn, prompt_BP, num_new, rng, window=window,
+                               temperature=temperature, top_k=top_k, top_p=top_p,
+                               greedy=greedy)[0]
+
+
+def generate_incremental(step_fn: Callable[[jax.Array, Any, jax.Array], tuple[jax.Array, Any]],
+                         cache: Any, prompt_BP: jax.Array, num_new: int, rng: jax.Array, *,
+                         temperature: float = 1.0, top_k: int | None = None,
+                         top_p: float | None = None, greedy: bool = False,
+                         stop_id: int | None = None, pad_id: int = 0
+                         ) -> tuple[jax.Array, jax.Array]:
+  """``prompt_BP`` extended by ``num_new`` tokens ([B, P + num_new]) and the row lengths [B],
+  with a stateful model.
+
+  ``step_fn(tokens_BT, cache, position)`` consumes T tokens that start at absolute position
+  ``position`` and returns their logits and the updated cache. The per-token loop is a
+  ``lax.while_loop`` (ending early once every row has stopped), so the whole generation
+  compiles once; cache positions ``0 .. P + num_new - 2`` are written.
+  """
+  b, p = prompt_BP.shape
+  if num_new < 1:
+    return prompt_BP, jnp.full((b,), p, jnp.int32)
+  choose = functools.partial(_choose, greedy=greedy, temperature=temperature, top_k=top_k,
+                             top_p=top_p)
+  logits_BPV, cache = step_fn(prompt_BP, cache, jnp.asarray(0, jnp.int32))
+  rng, sub = jax.random.split(rng)
+  tok_B = choose(logits_BPV[:, -1], sub).astype(prompt_BP.dtype)
+  new_BN = jnp.zeros((b, num_new), prompt_BP.dtype).at[:, 0].set(tok_B)
+
+  def body(carry):
+    i, tok_B, cache, rng, new_BN, done_B = carry  # tok_B: new token i - 1, at position p + i - 1
+    logits_B1V, cache = step_fn(tok_B[:, None], cache, p + i - 1)
+    rng, sub = jax.random.split(rng)
+    tok_B = choose(logits_B1V[:, 0], sub).astype(tok_B.dtype)
+    new_BN = jax.lax.dynamic_update_index_in_dim(new_BN, tok_B[:, None], i, axis=1)
+    return i + 1, tok_B, cache, rng, new_BN, done_B | _stopped(tok_B, stop_id)
+
+  cond = lambda carry: (carry[0] < num_new) & ~jnp.all(carry[5])
+  init = (jnp.asarray(1, jnp.int32), tok_B, cache, rng, new_BN, _stopped(tok_B, stop_id))
+  new_BN = jax.lax.while_loop(cond, body, init)[4]
+  return finish(prompt_BP, new_BN, stop_id, pad_id)
 
 
 def sample_incremental(step_fn: Callable[[jax.Array, Any, jax.Array], tuple[jax.Array, Any]],
                        cache: Any, prompt_BP: jax.Array, num_new: int, rng: jax.Array, *,
                        temperature: float = 1.0, top_k: int | None = None,
                        top_p: float | None = None, greedy: bool = False) -> jax.Array:
-  """Extends ``prompt_BP`` by ``num_new`` tokens with a stateful model; returns [B, P + num_new].
-
-  ``step_fn(tokens_BT, cache, position)`` consumes T tokens that start at absolute position
-  ``position`` and returns their logits and the updated cache. The per-token loop is a
-  ``lax.scan``, so the whole generation compiles once.
-  """
-  if num_new < 1:
-    return prompt_BP
-  choose = functools.partial(_choose, greedy=greedy, temperature=temperature, top_k=top_k,
-                             top_p=top_p)
-  p = prompt_BP.shape[1]
-  logits_BPV, cache = step_fn(prompt_BP, cache, jnp.asarray(0, jnp.int32))
-  rng, sub = jax.random.split(rng)
-  tok_B = choose(logits_BPV[:, -1], sub).astype(prompt_BP.dtype)
-
-  def body(carry, i):
-    tok_B, cache, rng = carry
-    logits_B1V, cache = step_fn(tok_B[:, None], cache, p + i)
-    rng, sub = jax.random.split(rng)
-    nxt_B = choose(logits_B1V[:, 0], sub).astype(tok_B.dtype)
-    return (nxt_B, cache, rng), tok_B
-
-  (last_B, _, _), toks_NB = jax.lax.scan(body, (tok_B, cache, rng),
-                                         jnp.arange(num_new - 1, dtype=jnp.int32))
-  new_BN = jnp.concatenate([toks_NB.T, last_B[:, None]], axis=1)
-  return jnp.concatenate([prompt_BP, new_BN], axis=1)
+  """Extends ``prompt_BP`` by ``num_new`` tokens with a stateful model; returns
+  [B, P + num_new] (no stop token; see ``generate_incremental``)."""
+  return generate_incremental(step_fn, cache, prompt_BP, num_new, rng, temperature=temperature,
+                              top_k=top_k, top_p=top_p, greedy=greedy)[0]
 
 
 # ------------------------------------------------------------------------------ beam search

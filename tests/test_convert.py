@@ -175,3 +175,62 @@ def test_clear_errors_for_bad_checkpoints(gpt2, bert_cfg, tmp_path):
   (clf / "model.safetensors").write_bytes(b"not a safetensors file")
   with pytest.raises(DataError, match="cannot read weights from"):
     convert.load_bert_classifier(clf)
+
+
+# ------------------------------------------------------------------------------ load_pretrained
+
+
+@pytest.mark.parametrize("arch", ["GPT2LMHeadModel", "BertForMaskedLM",
+                                  "BertForSequenceClassification"])
+def test_load_pretrained_directory_and_in_memory(tmp_path, arch):
+  """One entry point for both sources, at shapes the tests above do not use (3 layers, 3 heads
+  of 8, vocabulary 45): same params either way, the record rebuilds the module by name, and
+  the logits match transformers' (max |ours - HF| / max |HF| <= 1e-5; measured <= 6e-7)."""
+  torch.manual_seed(8)
+  if arch.startswith("GPT2"):
+    cfg = transformers.GPT2Config(vocab_size=45, n_positions=20, n_embd=24, n_layer=3, n_head=3,
+                                  layer_norm_epsilon=1e-4, activation_function="gelu",
+                                  bos_token_id=0, eos_token_id=0)
+  else:
+    cfg = transformers.BertConfig(vocab_size=45, hidden_size=24, num_hidden_layers=3,
+                                  num_attention_heads=3, intermediate_size=40,
+                                  max_position_embeddings=20, num_labels=4, hidden_act="gelu_new")
+  hf = _perturb(getattr(transformers, arch)(cfg), 9)
+  hf.save_pretrained(tmp_path)
+  imp, mem = convert.load_pretrained(tmp_path), convert.load_pretrained(hf)
+  jax.tree.map(np.testing.assert_array_equal, imp.params, mem.params)
+  assert imp.kind == {"GPT2LMHeadModel": "causal_lm", "BertForMaskedLM": "masked_lm",
+                      "BertForSequenceClassification": "classifier"}[arch]
+  model = MODELS.get(imp.config.name, kind=imp.kind)(imp.config, **imp.build_kwargs)
+  toks = np.random.default_rng(10).integers(0, 45, size=(3, 9))
+  mask = np.arange(9)[None, :] < np.array([[9], [4], [7]])
+  args = (toks,) if imp.kind == "causal_lm" else (toks, mask)
+  with torch.no_grad():
+    kw = {} if imp.kind == "causal_lm" else {"attention_mask": torch.tensor(mask.astype(int))}
+    ref = hf(input_ids=torch.tensor(toks), **kw).logits.numpy()
+  ours = jax.jit(model.apply)({"params": imp.params}, *map(jnp.asarray, args))
+  if imp.kind == "masked_lm":  # padded positions are not compared
+    ours, ref = np.asarray(ours)[mask], ref[mask]
+  assert _rel_err(ours, ref) <= RTOL
+
+
+def test_load_pretrained_kinds_and_errors(bert_cfg, tmp_path):
+  torch.manual_seed(12)
+  mlm = _perturb(transformers.BertForMaskedLM(bert_cfg), 13)
+  clf = convert.load_pretrained(mlm, kind="classifier", num_classes=5, rng=jax.random.PRNGKey(0))
+  assert clf.kind == "classifier" and clf.build_kwargs["num_classes"] == 5
+  with pytest.raises(DataError, match="a BertForMaskedLM cannot be loaded as a 'denoiser'"):
+    convert.load_pretrained(mlm, kind="denoiser")
+  with pytest.raises(DataError, match="BertForTokenClassification, which load_pretrained does "
+                                      "not support; supported: GPT2LMHeadModel"):
+    convert.load_pretrained(transformers.BertForTokenClassification(bert_cfg))
+  gpt = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+      vocab_size=V, n_positions=16, n_embd=32, n_layer=1, n_head=4,
+      scale_attn_by_inverse_layer_idx=True))
+  with pytest.raises(DataError, match="in-memory GPT2LMHeadModel's config sets "
+                                      "scale_attn_by_inverse_layer_idx=True, which is not"):
+    convert.load_pretrained(gpt)
+  with pytest.raises(DataError, match="cannot load pretrained weights from a dict"):
+    convert.load_pretrained({"wte": 1})
+  with pytest.raises(DataError, match="num_classes / rng apply to BERT classifiers"):
+    convert.load_pretrained(gpt, num_classes=3)

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from seqgen_jax.diffusion import process, samplers, schedules
+from seqgen_jax.errors import ConfigError
 
 DIFFUSERS_PRED = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
 DIFFUSERS_SCHEDULE = {"linear": "linear", "cosine": "squaredcos_cap_v2",
@@ -126,24 +127,33 @@ def test_ddpm_step_matches_diffusers_float32_schedule(monkeypatch):
 @pytest.mark.parametrize("name", ["linear", "cosine"])
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
 @pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
-@pytest.mark.parametrize("clip", [False, True])
-def test_ddim_step_matches_diffusers(name, prediction, eta, clip):
+@pytest.mark.parametrize("clip,clipped_output", [(False, False), (True, False), (True, True)])
+def test_ddim_step_matches_diffusers(name, prediction, eta, clip, clipped_output):
   schedule = schedules.make_schedule(name)
   x, out, z = _arrays(2)
   ref = _f64(diffusers.DDIMScheduler(beta_schedule=DIFFUSERS_SCHEDULE[name],
                                      prediction_type=DIFFUSERS_PRED[prediction],
                                      clip_sample=clip), schedule)
   ref.set_timesteps(50)
+  kw = {"use_clipped_model_output": True} if clipped_output else {}  # default: as diffusers'
   step = lambda o, x, t, tp, z: samplers.ddim_step(
       o, x, jnp.int32(t), jnp.int32(tp), z, schedule, prediction=prediction, eta=eta,
-      clip_x0=1.0 if clip else None)[0]
+      clip_x0=1.0 if clip else None, **kw)[0]
   for t in ref.timesteps.numpy()[[0, 10, 48, 49]]:
-    # We re-derive eps from the clipped x0 (guided-diffusion); in diffusers that is
-    # use_clipped_model_output=True. diffusers' previous timestep is t - T // n.
+    # diffusers' previous timestep is t - T // n.
     want = ref.step(torch.from_numpy(out), int(t), torch.from_numpy(x), eta=eta,
-                    use_clipped_model_output=True,
-                    variance_noise=torch.from_numpy(z)).prev_sample.numpy()
+                    variance_noise=torch.from_numpy(z), **kw).prev_sample.numpy()
     _close(_nchw(step(_nhwc(out), _nhwc(x), int(t), int(t) - 20, _nhwc(z))), want)
+
+
+def test_clipped_model_output_changes_the_ddim_step():
+  """With clipping active, the two eps choices give different steps (the switch is real)."""
+  schedule = schedules.make_schedule("linear")
+  x, out, z = (_nhwc(a) for a in _arrays(3))
+  out = 3.0 * out  # a predicted x0 far outside [-1, 1]: clipping bites
+  step = lambda c: samplers.ddim_step(out, x, jnp.int32(500), jnp.int32(480), z, schedule,
+                                      eta=0.5, clip_x0=1.0, use_clipped_model_output=c)[0]
+  assert float(jnp.max(jnp.abs(step(True) - step(False)))) > 0.1
 
 
 def _model_np(x, t):
@@ -177,6 +187,90 @@ def test_ddim_loop_matches_diffusers_loop(prediction):
   ours = jax.jit(lambda r: samplers.ddim_sample(_model_jax, schedule, shape, r, num_steps=25,
                                                 prediction=prediction))(rng)
   _close(_nchw(ours), x.numpy(), rel=1e-4)
+
+
+def _diffusers_ddim_loop(ref, x_T, n, eta, noise, clipped_output):
+  """diffusers' DDIMScheduler loop over the stand-in network, with our per-step noise."""
+  ref.set_timesteps(n)
+  x = torch.from_numpy(_nchw(x_T))
+  for i, t in enumerate(ref.timesteps):
+    x = ref.step(torch.from_numpy(_model_np(x.numpy(), float(t))), t, x, eta=eta,
+                 variance_noise=torch.from_numpy(_nchw(noise[i])),
+                 use_clipped_model_output=clipped_output).prev_sample
+  return x.numpy()
+
+
+LOOPS = [  # spacing, steps, steps_offset, eta, clip_sample, use_clipped_model_output
+    ("trailing", 30, 0, 0.0, False, False), ("trailing", 30, 0, 0.7, True, False),
+    ("linspace", 17, 0, 0.0, True, True), ("linspace", 17, 0, 1.0, False, False),
+    ("leading", 23, 1, 0.3, True, False), ("leading", 23, 1, 0.0, True, True)]
+
+
+@pytest.mark.parametrize("spacing,n,offset,eta,clip,clipped_output", LOOPS)
+def test_ddim_spacing_loops_match_diffusers(spacing, n, offset, eta, clip, clipped_output):
+  """Whole DDIM loops against DDIMScheduler(timestep_spacing, steps_offset, clip_sample) with
+  diffusers' previous timestep t - T // n, at a shape no other test uses; the per-step noise is
+  the documented key schedule (samplers.sampler_noise), handed to diffusers as variance_noise.
+  Tolerance 1e-4 of the output's scale (float32 over up to 30 chained steps; measured max
+  |ours - diffusers| / max |diffusers| <= 5.3e-7, against 1.3e-2 .. 0.40 for the walk that
+  steps to the next entry of the sequence)."""
+  schedule = schedules.make_schedule("linear")
+  shape = (3, 5, 5, 2)
+  rng = jax.random.PRNGKey(7)
+  x_T, noise = samplers.sampler_noise(rng, shape, n)
+  ref = _f64(diffusers.DDIMScheduler(timestep_spacing=spacing, steps_offset=offset,
+                                     clip_sample=clip), schedule)
+  want = _diffusers_ddim_loop(ref, x_T, n, eta, noise, clipped_output)
+  kw = dict(num_steps=n, spacing=spacing, steps_offset=offset, eta=eta,
+            clip_x0=1.0 if clip else None, use_clipped_model_output=clipped_output)
+  ours = jax.jit(lambda r: samplers.ddim_sample(_model_jax, schedule, shape, r, **kw))(rng)
+  _close(_nchw(ours), want, rel=1e-4)
+  if spacing != "leading":
+    # Stepping to the next entry of the sequence instead (explicit timesteps) is another walk.
+    ts = schedules.make_timesteps(1000, n, spacing)
+    other = samplers.ddim_sample(_model_jax, schedule, shape, rng, timesteps=ts, eta=eta,
+                                 clip_x0=kw["clip_x0"], use_clipped_model_output=clipped_output)
+    assert np.abs(_nchw(other) - want).max() / np.abs(want).max() > 1e-2
+
+
+def test_explicit_noise_drives_ddim_and_ddpm_like_diffusers(monkeypatch):
+  """noise= takes an array per step: numpy noise handed to diffusers and to us gives the same
+  loop; and a sampler run from a key equals the run fed sampler_noise(key) (the rng then
+  unused: a different one is passed)."""
+  schedule = schedules.make_schedule("cosine")
+  shape, n = (2, 3, 3, 4), 12
+  rs = np.random.default_rng(9)
+  x_T = rs.standard_normal(shape).astype(np.float32)
+  noise = rs.standard_normal((n, *shape)).astype(np.float32)
+  ref = _f64(diffusers.DDIMScheduler(beta_schedule="squaredcos_cap_v2", clip_sample=False,
+                                     timestep_spacing="trailing"), schedule)
+  want = _diffusers_ddim_loop(ref, x_T, n, 0.8, noise, False)
+  ours = samplers.ddim_sample(_model_jax, schedule, shape, jax.random.PRNGKey(0), num_steps=n,
+                              spacing="trailing", eta=0.8, x_start=jnp.asarray(x_T),
+                              noise=jnp.asarray(noise))
+  _close(_nchw(ours), want, rel=1e-4)
+  ref = _f64(diffusers.DDPMScheduler(beta_schedule="squaredcos_cap_v2", clip_sample=False,
+                                     timestep_spacing="linspace"), schedule)
+  ref.set_timesteps(n)
+  x = torch.from_numpy(_nchw(x_T))
+  for i, t in enumerate(ref.timesteps):
+    monkeypatch.setattr(diffusers_ddpm, "randn_tensor",
+                        lambda *a, i=i, **k: torch.from_numpy(_nchw(noise[i])))
+    x = ref.step(torch.from_numpy(_model_np(x.numpy(), float(t))), t, x).prev_sample
+  ours = samplers.ddpm_sample(_model_jax, schedule, shape, jax.random.PRNGKey(0), num_steps=n,
+                              spacing="linspace", x_start=jnp.asarray(x_T),
+                              noise=jnp.asarray(noise))
+  _close(_nchw(ours), x.numpy(), rel=1e-4)
+  key = jax.random.PRNGKey(5)
+  x_T, drawn = samplers.sampler_noise(key, shape, n)
+  for fn in (samplers.ddim_sample, samplers.ddpm_sample):
+    kw = dict(num_steps=n, **({"eta": 1.0} if fn is samplers.ddim_sample else {}))
+    # Equal up to float32 rounding (XLA fuses the in-loop draw into the update differently).
+    np.testing.assert_allclose(fn(_model_jax, schedule, shape, key, **kw),
+                               fn(_model_jax, schedule, shape, jax.random.PRNGKey(1),
+                                  x_start=x_T, noise=drawn, **kw), rtol=1e-5, atol=1e-5)
+  with pytest.raises(ConfigError, match=r"noise has shape \(3, 2, 3, 3, 4\), expected"):
+    samplers.ddim_sample(_model_jax, schedule, shape, key, num_steps=n, noise=drawn[:3])
 
 
 def test_ddpm_loop_matches_diffusers_loop_with_the_same_noise(monkeypatch):

@@ -321,6 +321,35 @@ def test_bad_config_is_one_line_error(data_dir):
                                        model__name="dit", model__size="DiT-S/2"))
 
 
+def test_init_from_pretrained_imports_a_diffusers_unet(tmp_path, data_dir):
+  """init.from_pretrained: a saved diffusers UNet2DModel becomes the denoiser (its fields in
+  config.model, its weights as the task's initial params, diffusers' outputs on the task's 7x7
+  images); conditioning the checkpoint lacks is a one-line error."""
+  torch = pytest.importorskip("torch")
+  diffusers = pytest.importorskip("diffusers")
+  torch.manual_seed(0)
+  peer = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1,
+                               block_out_channels=(8,), down_block_types=("DownBlock2D",),
+                               up_block_types=("UpBlock2D",), layers_per_block=1,
+                               norm_num_groups=4).eval()
+  peer.save_pretrained(tmp_path / "unet")
+  config = tiny_config(data_dir, cond__kind="none", init__from_pretrained=str(tmp_path / "unet"))
+  task = build_task(config)
+  assert config.model.name == "unet" and config.model.ch == 8 and config.model.norm_eps == 1e-5
+  params = task.initial_params()
+  x = np.random.default_rng(0).normal(size=(2, 7, 7, 1)).astype(np.float32)
+  t = np.array([3, 90])
+  with torch.no_grad():
+    want = peer(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(t)).sample
+  got = task.model.apply({"params": params}, x, t)
+  np.testing.assert_allclose(np.asarray(got), want.numpy().transpose(0, 2, 3, 1), atol=1e-5)
+  with pytest.raises(ConfigError, match="has num_classes=0, the task needs num_classes=10"):
+    build_task(tiny_config(data_dir, init__from_pretrained=str(tmp_path / "unet")))
+  with pytest.raises(ConfigError, match="no text or low-res conditioning"):
+    build_task(tiny_config(data_dir, cond__kind="text",
+                           init__from_pretrained=str(tmp_path / "unet")))
+
+
 @pytest.mark.slow
 def test_training_lowers_the_test_denoising_loss(tmp_path, data_dir):
   cfg = tiny_config(data_dir, data__max_examples=512, train__num_steps=200,

@@ -6,7 +6,7 @@ Every module belongs to one layer and may import only the layers ``ALLOWED`` lis
   nn          models                                   base, nn
   data        datasets, tokenizers, batching           base, data
   diffusion   schedules, samplers, SDEs, likelihood    base, diffusion
-  decoding    autoregressive sampling                  base, decoding
+  decoding    autoregressive sampling, generate()      base, decoding
   convert     weight import from Hugging Face          base, nn, convert
   train       the training library, the Task protocol  base, data, train
   eval        FID, bits/dim                            base, nn, data, diffusion, eval
@@ -33,6 +33,7 @@ BASE = {"seqgen_jax", "seqgen_jax.errors", "seqgen_jax.registry", "seqgen_jax.dt
         "seqgen_jax.fileio", "seqgen_jax.caption_ids"}
 PACKAGE_LAYERS = {"seqgen_jax.nn": "nn", "seqgen_jax.data": "data",
                   "seqgen_jax.diffusion": "diffusion", "seqgen_jax.decoding": "decoding",
+                  "seqgen_jax.generate": "decoding",
                   "seqgen_jax.convert": "convert", "seqgen_jax.train": "train",
                   "seqgen_jax.eval": "eval", "seqgen_jax.tasks": "tasks",
                   "experiments": "experiments"}

@@ -138,3 +138,68 @@ def test_sample_every_zero_samples_at_the_end_and_minus_one_never(tmp_path):
                                       train__final_eval=False),
                        str(tmp_path / f"every{every}"), LMCountingSamples)
     assert len(calls) == want, every
+
+
+# ------------------------------------------------------------------------- init.from_pretrained
+
+
+def _tiny_gpt2_dir(path, vocab_size: int, n_positions: int):
+  """A random GPT-2 saved as transformers saves it (nothing downloaded)."""
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  torch.manual_seed(0)
+  hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+      vocab_size=vocab_size, n_positions=n_positions, n_embd=24, n_layer=1, n_head=2,
+      bos_token_id=0, eos_token_id=0))
+  hf.save_pretrained(path)
+  return path
+
+
+def test_init_from_pretrained_starts_from_the_imported_weights(tmp_path):
+  """config.init.from_pretrained=DIR: the run trains the checkpoint's model (config.json records
+  its fields) from its weights; with learning rate 0 they come out of training unchanged, and
+  sampling runs on the imported model. A checkpoint that does not fit the data is a one-line
+  error before anything is written."""
+  import json
+
+  import jax
+  import numpy as np
+
+  from seqgen_jax.convert import load_pretrained
+
+  config = tiny_lm_config(train__num_steps=2, train__eval_every=2, train__checkpoint_every=2,
+                          optimizer__lr=0.0, optimizer__schedule="constant",
+                          optimizer__warmup_steps=0, train__final_eval=False)
+  data = LanguageModelTask(config).data
+  ckpt = _tiny_gpt2_dir(tmp_path / "gpt2", data.vocab_size, data.seq_len + 5)
+  config.init.from_pretrained = str(ckpt)
+  config.lock()  # as the entrypoint hands it over
+  state = train_and_evaluate(config, str(tmp_path / "wd"), build_task)
+  imported = load_pretrained(ckpt)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params), imported.params)
+  recorded = json.loads((tmp_path / "wd" / "config.json").read_text())
+  assert recorded["model"]["d_model"] == 24 and recorded["model"]["num_layers"] == 1
+  assert recorded["init"]["from_pretrained"] == str(ckpt)
+  assert [r for r in read_jsonl(tmp_path / "wd" / "metrics.jsonl") if r["split"] == "eval"]
+
+  small = _tiny_gpt2_dir(tmp_path / "small", data.vocab_size + 1, data.seq_len)
+  for source, error, message in [
+      (small, ConfigError, rf"init.from_pretrained={small} has vocab_size={data.vocab_size + 1}, "
+                           rf"the task needs vocab_size={data.vocab_size}"),
+      (tmp_path / "nowhere", DataError, "checkpoint directory .*nowhere does not exist")]:
+    wd = tmp_path / f"bad_{source.name}"
+    with pytest.raises(error, match=message):
+      train_and_evaluate(tiny_lm_config(init__from_pretrained=str(source)), str(wd), build_task)
+    assert not wd.exists()
+
+
+def test_entrypoint_accepts_init_from_pretrained(tmp_path):
+  """The override exists in every config (locked by absl); a bad directory is one line, exit 2."""
+  wd = tmp_path / "wd"
+  proc = subprocess.run(
+      main_command("copy.py:runlocal", wd, f"--config.init.from_pretrained={tmp_path / 'none'}"),
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last == f"error: checkpoint directory {tmp_path / 'none'} does not exist"
+  assert "Traceback" not in proc.stderr and not wd.exists()

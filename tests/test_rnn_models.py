@@ -139,29 +139,32 @@ def test_seq2seq_greedy_decoding_with_the_cache_equals_a_python_loop():
 
 
 def test_lm_task_samples_with_carried_state(monkeypatch):
-  """tasks/lm.py's sample hook runs sample_incremental for a model with decode, and its tokens
-  equal the sliding-window full-context sampler's (window >= the generated length)."""
+  """tasks/lm.py's sample hook runs the carried-state driver (generate_incremental) for a model
+  with decode, and its tokens equal the sliding-window full-context driver's (window >= the
+  generated length)."""
+  from seqgen_jax import generate
   from seqgen_jax.tasks.lm import LanguageModelTask
 
   calls = []
-  real = decoding.sample_incremental
+  real = decoding.generate_incremental
 
   def spy(step_fn, cache, prompt, num_new, rng, **kw):
     calls.append((prompt.shape, num_new, kw))
     return real(step_fn, cache, prompt, num_new, rng, **kw)
 
-  monkeypatch.setattr(decoding, "sample_incremental", spy)
+  monkeypatch.setattr(decoding, "generate_incremental", spy)
   config = tiny_lm_config(model__name="lstm")
   config.model.hidden_size = 16
   config.model.d_model = 16
   task = LanguageModelTask(config)
   params = jax.jit(task.init_params)(jax.random.PRNGKey(0))
   text = task.sample(params, jax.random.PRNGKey(1))["sample"]
-  assert len(calls) == 1 and calls[0][2] == {"greedy": True}
+  assert len(calls) == 1 and calls[0][2]["greedy"] and calls[0][2]["stop_id"] is None
   (_, p), n, _ = calls[0]
   assert task.uses_cached_generation(p + n - 1) and text.count("-> model") == 2
-  monkeypatch.setattr(task, "uses_cached_generation", lambda num_fed: False)
-  assert task.sample(params, jax.random.PRNGKey(1))["sample"] == text  # full-context sampler
+  monkeypatch.setattr(generate, "uses_cache", lambda model, num_fed: False)
+  task._jit_cache.clear()
+  assert task.sample(params, jax.random.PRNGKey(1))["sample"] == text  # full-context driver
   assert len(calls) == 1
 
 

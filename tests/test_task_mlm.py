@@ -164,3 +164,35 @@ def test_finetune_errors(mlm_run, data_dir, prepared_dir, tmp_path):
   (other / "tokenizer.json").write_text(json.dumps(d))
   with pytest.raises(ConfigError, match="not an mlm run's tokenizer"):
     classify.ClassifyTask(_finetune_config(data_dir, prepared_dir, other))
+
+
+def test_init_from_pretrained_continues_a_bert_checkpoint(data_dir, prepared_dir, tmp_path):
+  """init.from_pretrained: a BertForMaskedLM of this tokenizer's vocabulary becomes the model
+  (its fields in config.model) and its weights the initial params, with transformers' logits;
+  a checkpoint of another vocabulary is a one-line error."""
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  vocab = build_task(_mlm_config(data_dir, prepared_dir)).tokenizer.vocab_size
+  for name, v in (("fits", vocab), ("other", vocab + 3)):
+    torch.manual_seed(0)
+    hf = transformers.BertForMaskedLM(transformers.BertConfig(
+        vocab_size=v, hidden_size=24, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=40, max_position_embeddings=20)).eval()
+    hf.save_pretrained(tmp_path / name)
+  c = _mlm_config(data_dir, prepared_dir)
+  c.init.from_pretrained = str(tmp_path / "fits")
+  task = build_task(c)
+  assert c.model.d_model == 24 and c.model.num_layers == 1
+  batch = task.eval.batch(0, slice(0, 4))
+  logits = task.model.apply({"params": task.initial_params()}, batch["inputs"], batch["mask"])
+  with torch.no_grad():
+    hf = transformers.BertForMaskedLM.from_pretrained(tmp_path / "fits").eval()
+    ref = hf(input_ids=torch.tensor(np.asarray(batch["inputs"])),
+             attention_mask=torch.tensor(np.asarray(batch["mask"]).astype(int))).logits.numpy()
+  real = np.asarray(batch["mask"], bool)
+  np.testing.assert_allclose(np.asarray(logits)[real], ref[real], rtol=1e-4, atol=1e-5)
+  c = _mlm_config(data_dir, prepared_dir)
+  c.init.from_pretrained = str(tmp_path / "other")
+  with pytest.raises(ConfigError, match=f"has vocab_size={vocab + 3}, the task needs "
+                                        f"vocab_size={vocab}"):
+    build_task(c)

@@ -15,7 +15,7 @@ from diffusers.models.resnet import ResnetBlock2D
 
 from seqgen_jax.convert.diffusers_unet import load_diffusers_unet, unet_kwargs_from_diffusers
 from seqgen_jax.data.captions import CaptionBuilder
-from seqgen_jax.errors import ConfigError
+from seqgen_jax.errors import ConfigError, DataError
 from seqgen_jax.nn.embeddings import timestep_embedding
 from seqgen_jax.nn.text_encoder import null_text
 from seqgen_jax.nn.unet import ResBlock, build_unet, ho_cifar10_config
@@ -61,7 +61,8 @@ def _diffusers_unet(seed: int, **overrides) -> UNet2DModel:
 
 def _golden(tmp_path, model: UNet2DModel, *, safe: bool = True, batch: int = 2):
   model.save_pretrained(tmp_path, safe_serialization=safe)
-  ours, params = load_diffusers_unet(tmp_path)
+  imported = load_diffusers_unet(tmp_path)
+  ours, params = imported.model, imported.params
   size, c = model.config.sample_size, model.config.in_channels
   x = np.random.RandomState(0).randn(batch, c, size, size).astype(np.float32)
   t = np.array([0, 999, 17, 500][:batch])
@@ -123,7 +124,7 @@ def test_import_tiny_ddpm_layout_matches_diffusers(tmp_path):
   assert _rel_err(got, want) <= 1e-5, _rel_err(got, want)
   # The PyTorch .bin format gives identical parameters.
   model.save_pretrained(tmp_path / "bin", safe_serialization=False)
-  _, params_bin = load_diffusers_unet(tmp_path / "bin")
+  params_bin = load_diffusers_unet(tmp_path / "bin").params
   jax.tree.map(np.testing.assert_array_equal, params, params_bin)
 
 
@@ -137,7 +138,8 @@ def test_imported_unet_ddim50_equals_diffusers_ddim_loop(tmp_path):
                           down_block_types=["DownBlock2D", "AttnDownBlock2D"],
                           up_block_types=["AttnUpBlock2D", "UpBlock2D"], norm_num_groups=8)
   model.save_pretrained(tmp_path)
-  ours, params = load_diffusers_unet(tmp_path)
+  imported = load_diffusers_unet(tmp_path)
+  ours, params = imported.model, imported.params
   x_T = np.random.RandomState(3).randn(2, 8, 8, 3).astype(np.float32)
   got = np.asarray(jax_sampler(ours, params, (8, 8, 3), 0, 2)(jax.random.PRNGKey(0),
                                                                 jnp.asarray(x_T)))
@@ -159,6 +161,42 @@ def test_import_other_diffusers_conventions(tmp_path):
   assert _rel_err(got, want) <= 1e-5, _rel_err(got, want)
 
 
+def test_load_pretrained_unet_directory_pipeline_and_in_memory(tmp_path):
+  """load_pretrained reads a saved UNet2DModel, a pipeline directory's unet/ and the in-memory
+  model to the same params; the record rebuilds the module by name (a learned-variance
+  layout: out_channels = 2 * in_channels), which matches diffusers at a size other than
+  sample_size too (max |ours - diffusers| / max |diffusers| <= 1e-5; measured <= 5e-7)."""
+  from seqgen_jax.convert import load_pretrained
+  from seqgen_jax.registry import MODELS
+
+  model = _diffusers_unet(3, sample_size=12, block_out_channels=[16, 32],
+                          down_block_types=["DownBlock2D", "AttnDownBlock2D"],
+                          up_block_types=["AttnUpBlock2D", "UpBlock2D"], norm_num_groups=4,
+                          layers_per_block=1, out_channels=6, attention_head_dim=4)
+  model.save_pretrained(tmp_path / "pipe" / "unet")
+  (tmp_path / "pipe" / "model_index.json").write_text("{}")
+  imp = load_pretrained(tmp_path / "pipe")
+  jax.tree.map(np.testing.assert_array_equal, imp.params, load_pretrained(model).params)
+  assert imp.kind == "denoiser" and imp.config.name == "unet" and imp.config.learn_sigma
+  assert imp.build_kwargs == dict(image_shape=(12, 12, 3), num_classes=0)
+  rebuilt = MODELS.get("unet", kind="denoiser")(imp.config, **imp.build_kwargs)
+  for size in (12, 8):
+    x = np.random.RandomState(size).randn(2, 3, size, size).astype(np.float32)
+    t = np.array([3, 870])
+    with torch.no_grad():
+      want = model(torch.from_numpy(x), torch.from_numpy(t)).sample.numpy()
+    got = jax.jit(rebuilt.apply)({"params": imp.params}, jnp.asarray(x.transpose(0, 2, 3, 1)),
+                                 jnp.asarray(t))
+    got = np.asarray(got).transpose(0, 3, 1, 2)
+    assert np.abs(got - want).max() / np.abs(want).max() <= 1e-5
+  odd = _diffusers_unet(4, sample_size=8, block_out_channels=[16, 32],
+                        down_block_types=["DownBlock2D", "AttnDownBlock2D"],
+                        up_block_types=["AttnUpBlock2D", "UpBlock2D"], norm_num_groups=4,
+                        out_channels=5)
+  with pytest.raises(DataError, match="out_channels=5 with in_channels=3"):
+    load_pretrained(odd)
+
+
 @pytest.mark.slow
 def test_import_full_ddpm_cifar10_layout_matches_diffusers(tmp_path):
   got, want, params = _golden(tmp_path, _diffusers_unet(2))
@@ -168,10 +206,10 @@ def test_import_full_ddpm_cifar10_layout_matches_diffusers(tmp_path):
 
 def test_import_refuses_unsupported_config(tmp_path):
   bad = dict(DDPM_CIFAR10_CONFIG, resnet_time_scale_shift="scale_shift")
-  with pytest.raises(ConfigError, match="resnet_time_scale_shift"):
+  with pytest.raises(DataError, match="resnet_time_scale_shift"):
     unet_kwargs_from_diffusers(bad)
   (tmp_path / "config.json").write_text(json.dumps(DDPM_CIFAR10_CONFIG))
-  with pytest.raises(Exception, match="no diffusion_pytorch_model"):
+  with pytest.raises(DataError, match="no weights in .*diffusion_pytorch_model.safetensors"):
     load_diffusers_unet(tmp_path)
 
 

@@ -136,9 +136,8 @@ def translate_defaults(c: ml_collections.ConfigDict) -> ml_collections.ConfigDic
 def classify_defaults(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Fields of the "classify" task: where a pre-trained encoder comes from (none by default)."""
   c.task = "classify"
-  c.init = ml_collections.ConfigDict()
   c.init.from_workdir = ""  # an mlm run's workdir
-  c.init.hf_checkpoint = ""  # a local Hugging Face BERT directory
+  c.init.hf_checkpoint = ""  # a local Hugging Face BERT directory (as init.from_pretrained)
   return c
 
 

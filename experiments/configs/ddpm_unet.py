@@ -35,6 +35,12 @@ recipe is class-conditional (CFG w = 1) at the MNIST CPU recipe's size.
       --workdir=/tmp/seqgen/cifar10_ddpm_cpu          # the CPU grid of docs/results.md
   python -m experiments.main --config=experiments/configs/ddpm_unet.py:dataset=cifar10 \
       --workdir=/tmp/seqgen/cifar10_ddpm --config.train.compute_dtype=bfloat16   # full run
+  python -m experiments.main --config=experiments/configs/ddpm_unet.py:dataset=cifar10 \
+      --workdir=/tmp/seqgen/cifar10_ddpm_ft \
+      --config.init.from_pretrained=/path/to/ddpm-cifar10-32   # fine-tune diffusers' weights
+
+The last one starts from a local copy of diffusers' google/ddpm-cifar10-32 (its U-Net replaces
+config.model; see docs/api.md).
 """
 
 from experiments.configs import common

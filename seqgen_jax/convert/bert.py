@@ -11,6 +11,7 @@ V vocabulary, P positions.
 from __future__ import annotations
 
 import pathlib
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,13 +19,14 @@ import ml_collections
 import numpy as np
 
 from seqgen_jax.convert.hf import (
+  Checkpoint,
   Imported,
   Tensors,
   check_shapes,
   expect_model_type,
   layer_norm,
   linear,
-  read_checkpoint,
+  open_checkpoint,
   unsupported,
 )
 from seqgen_jax.errors import DataError
@@ -35,18 +37,18 @@ BERT_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh"
                     "relu": "relu"}
 
 
-def bert_model_config(hf: dict, path: str | pathlib.Path = "checkpoint"
+def bert_model_config(hf: dict, where: str | pathlib.Path = "checkpoint"
                       ) -> ml_collections.ConfigDict:
   """The ``config.model`` fields of the "bert" builders that reproduce a BERT config.json."""
-  expect_model_type(hf, "bert", path)
+  expect_model_type(hf, "bert", where)
   act = hf.get("hidden_act", "gelu")
   if act not in BERT_ACTIVATIONS:
-    raise unsupported(path, "hidden_act", act, ", ".join(BERT_ACTIVATIONS))
+    raise unsupported(where, "hidden_act", act, ", ".join(BERT_ACTIVATIONS))
   pos = hf.get("position_embedding_type", "absolute")
   if pos != "absolute":
-    raise unsupported(path, "position_embedding_type", pos, "absolute")
+    raise unsupported(where, "position_embedding_type", pos, "absolute")
   if hf.get("is_decoder", False):
-    raise unsupported(path, "is_decoder", True, "false")
+    raise unsupported(where, "is_decoder", True, "false")
   d = hf["hidden_size"]
   return ml_collections.ConfigDict(dict(
       name="bert", num_layers=hf["num_hidden_layers"], num_heads=hf["num_attention_heads"],
@@ -96,32 +98,31 @@ def _encoder_params(t: Tensors, cfg: ml_collections.ConfigDict, scan_layers: boo
           "blocks": stack_layer_params(layers) if scan_layers else layers}
 
 
-def _read(path, scan_layers, attention):
-  hf, sd = read_checkpoint(path)
-  cfg = bert_model_config(hf, path)
+def _read(ckpt: Checkpoint, scan_layers: bool, attention: str):
+  hf, sd = ckpt.config, _rename_legacy(ckpt.tensors)
+  cfg = bert_model_config(hf, ckpt.where)
   cfg.scan_layers, cfg.attention = scan_layers, attention
-  sd = _rename_legacy(sd)
   prefix = "bert." if any(k.startswith("bert.") for k in sd) else ""
-  enc = Tensors(sd, path, prefix)
+  enc = Tensors(sd, ckpt.name, prefix)
   kwargs = dict(vocab_size=hf["vocab_size"], max_len=hf["max_position_embeddings"])
-  return hf, sd, cfg, enc, kwargs
+  return sd, cfg, enc, kwargs
 
 
 def _example():
   return jnp.zeros((1, 2), jnp.int32), jnp.ones((1, 2), bool)
 
 
-def load_bert_mlm(path: str | pathlib.Path, *, dtype: jnp.dtype | None = None,
-                  scan_layers: bool = False, attention: str = "xla") -> Imported:
-  """A BertForMaskedLM / BertForPreTraining checkpoint as the masked_lm "bert"."""
-  _, sd, cfg, enc, kwargs = _read(path, scan_layers, attention)
-  head = Tensors(sd, path, "cls.predictions.")
+def bert_mlm_from_checkpoint(ckpt: Checkpoint, *, dtype: jnp.dtype | None = None,
+                             scan_layers: bool = False, attention: str = "xla") -> Imported:
+  """A BertForMaskedLM / BertForPreTraining ``Checkpoint`` as the masked_lm "bert"."""
+  sd, cfg, enc, kwargs = _read(ckpt, scan_layers, attention)
+  head = Tensors(sd, ckpt.name, "cls.predictions.")
   if not head.has("transform.dense.weight"):
-    raise DataError(f"checkpoint {path} has no masked-LM head (cls.predictions.*); load it "
-                    "with load_bert_classifier, or use a BertForMaskedLM checkpoint")
+    raise DataError(f"checkpoint {ckpt.name} has no masked-LM head (cls.predictions.*); load "
+                    "it as a classifier, or use a BertForMaskedLM checkpoint")
   word_VD = enc("embeddings.word_embeddings.weight")
   if head.has("decoder.weight") and not np.array_equal(head("decoder.weight"), word_VD):
-    raise DataError(f"checkpoint {path} has an MLM decoder that is not tied to the word "
+    raise DataError(f"checkpoint {ckpt.name} has an MLM decoder that is not tied to the word "
                     "embeddings; the bert masked_lm ties them")
   bias_V = head("bias") if head.has("bias") else head("decoder.bias")
   params = {"encoder": _encoder_params(enc, cfg, scan_layers),
@@ -132,26 +133,22 @@ def load_bert_mlm(path: str | pathlib.Path, *, dtype: jnp.dtype | None = None,
   return Imported(model, params, cfg, "masked_lm", kwargs)
 
 
-def load_bert_classifier(path: str | pathlib.Path, *, num_classes: int | None = None,
-                         rng: jax.Array | None = None, dtype: jnp.dtype | None = None,
-                         scan_layers: bool = False, attention: str = "xla") -> Imported:
-  """A BERT checkpoint as the classifier "bert" (pooler + head on the [CLS] position).
-
-  With a BertForSequenceClassification checkpoint everything is imported (``num_classes``, if
-  given, must match). Without a classification head (e.g. a pre-training checkpoint) the head,
-  and the pooler if it is missing too, are initialised from ``rng`` for ``num_classes``.
-  """
-  hf, sd, cfg, enc, kwargs = _read(path, scan_layers, attention)
+def bert_classifier_from_checkpoint(ckpt: Checkpoint, *, num_classes: int | None = None,
+                                    rng: jax.Array | None = None, dtype: jnp.dtype | None = None,
+                                    scan_layers: bool = False, attention: str = "xla"
+                                    ) -> Imported:
+  """A BERT ``Checkpoint`` as the classifier "bert" (see ``load_bert_classifier``)."""
+  sd, cfg, enc, kwargs = _read(ckpt, scan_layers, attention)
   has_head = "classifier.weight" in sd
   if has_head:
     ckpt_classes = sd["classifier.weight"].shape[0]
     if num_classes not in (None, ckpt_classes):
-      raise DataError(f"checkpoint {path} classifies into {ckpt_classes} classes, "
+      raise DataError(f"checkpoint {ckpt.name} classifies into {ckpt_classes} classes, "
                       f"num_classes={num_classes} was asked for")
     num_classes = ckpt_classes
   elif num_classes is None or rng is None:
-    raise DataError(f"checkpoint {path} has no classification head; pass num_classes and rng "
-                    "to initialise one")
+    raise DataError(f"checkpoint {ckpt.name} has no classification head; pass num_classes and "
+                    "rng to initialise one")
   cfg.pooling = "cls"
   kwargs = dict(kwargs, num_classes=num_classes)
   model = EncoderClassifier(build_encoder(cfg, vocab_size=kwargs["vocab_size"],
@@ -168,3 +165,26 @@ def load_bert_classifier(path: str | pathlib.Path, *, num_classes: int | None = 
                     if has_head else fresh["head"])
   check_shapes(model, params, *_example())
   return Imported(model, params, cfg, "classifier", kwargs)
+
+
+def load_bert_mlm(source: Any, *, dtype: jnp.dtype | None = None, scan_layers: bool = False,
+                  attention: str = "xla") -> Imported:
+  """A BertForMaskedLM / BertForPreTraining checkpoint directory (or in-memory model) as the
+  masked_lm "bert"."""
+  return bert_mlm_from_checkpoint(open_checkpoint(source), dtype=dtype, scan_layers=scan_layers,
+                                  attention=attention)
+
+
+def load_bert_classifier(source: Any, *, num_classes: int | None = None,
+                         rng: jax.Array | None = None, dtype: jnp.dtype | None = None,
+                         scan_layers: bool = False, attention: str = "xla") -> Imported:
+  """A BERT checkpoint directory (or in-memory model) as the classifier "bert" (pooler + head on
+  the [CLS] position).
+
+  With a BertForSequenceClassification checkpoint everything is imported (``num_classes``, if
+  given, must match). Without a classification head (e.g. a pre-training checkpoint) the head,
+  and the pooler if it is missing too, are initialised from ``rng`` for ``num_classes``.
+  """
+  return bert_classifier_from_checkpoint(open_checkpoint(source), num_classes=num_classes,
+                                         rng=rng, dtype=dtype, scan_layers=scan_layers,
+                                         attention=attention)

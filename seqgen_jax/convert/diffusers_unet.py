@@ -1,16 +1,18 @@
 """Import a diffusers ``UNet2DModel`` (DDPM layout, e.g. google/ddpm-cifar10-32) into our UNet.
 
 Reads a local directory holding ``config.json`` and ``diffusion_pytorch_model.safetensors`` (or
-``.bin``, which needs torch), as written by ``UNet2DModel.save_pretrained``; nothing is
-downloaded. Supported: ``DownBlock2D`` / ``AttnDownBlock2D`` down blocks mirrored by ``UpBlock2D`` /
-``AttnUpBlock2D`` up blocks (attention at the same resolutions on both sides, as in Ho et al.),
-positional time embedding, SiLU, conv resampling, ``resnet_time_scale_shift="default"``, no class
-embedding. Anything else is refused with a one-line ConfigError naming the setting.
+``.bin``, which needs torch), as written by ``UNet2DModel.save_pretrained``, a pipeline directory
+with a ``unet/`` subfolder, or an in-memory ``UNet2DModel``; nothing is downloaded. Supported:
+``DownBlock2D`` / ``AttnDownBlock2D`` down blocks mirrored by ``UpBlock2D`` / ``AttnUpBlock2D`` up
+blocks (attention at the same resolutions on both sides, as in Ho et al.), positional time
+embedding, SiLU, conv resampling, ``resnet_time_scale_shift="default"``, no class embedding, and
+``out_channels`` equal to ``in_channels`` (or twice it: a learned variance). Anything else is
+refused with a one-line DataError naming the setting.
 
 Usage::
 
-  model, params = load_diffusers_unet("/path/to/ddpm-cifar10-32/unet")
-  eps_BHWC = model.apply({"params": params}, x_BHWC, t_B)
+  imported = load_diffusers_unet("/path/to/ddpm-cifar10-32/unet")   # or load_pretrained(...)
+  eps_BHWC = imported.model.apply({"params": imported.params}, x_BHWC, t_B)
 
 Inputs and outputs are NHWC here and NCHW in diffusers; the weights are transposed accordingly.
 
@@ -20,16 +22,16 @@ output and input channels (torch convolutions are OIHW, flax ones HWIO).
 
 from __future__ import annotations
 
-import json
-import pathlib
 import re
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
-from seqgen_jax.errors import ConfigError, DataError
+from seqgen_jax.convert.hf import Checkpoint, Imported, open_checkpoint
+from seqgen_jax.errors import DataError
 from seqgen_jax.nn.unet import UNet
 
 _DOWN = {"DownBlock2D": False, "AttnDownBlock2D": True}
@@ -40,7 +42,7 @@ _LEGACY_ATTN = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "t
 
 def _require(cond: bool, what: str) -> None:
   if not cond:
-    raise ConfigError(f"diffusers UNet2DModel import: unsupported config ({what})")
+    raise DataError(f"diffusers UNet2DModel import: unsupported config ({what})")
 
 
 def unet_kwargs_from_diffusers(dcfg: dict[str, Any]) -> dict[str, Any]:
@@ -126,7 +128,7 @@ def convert_unet_state_dict(state_dict: dict[str, np.ndarray], levels: int) -> d
     module, leaf = key.rsplit(".", 1)
     path = _torch_module_to_flax(module, levels)
     if path is None:
-      raise ConfigError(f"diffusers UNet2DModel import: unexpected parameter '{key}'")
+      raise DataError(f"diffusers UNet2DModel import: unexpected parameter '{key}'")
     v = np.asarray(value, np.float32)
     is_norm = path.rsplit("/", 1)[-1].startswith("norm")
     if leaf == "weight":
@@ -141,7 +143,7 @@ def convert_unet_state_dict(state_dict: dict[str, np.ndarray], levels: int) -> d
     elif leaf == "bias":
       name = "bias"
     else:
-      raise ConfigError(f"diffusers UNet2DModel import: unexpected parameter '{key}'")
+      raise DataError(f"diffusers UNet2DModel import: unexpected parameter '{key}'")
     node = params
     for part in path.split("/"):
       node = node.setdefault(part, {})
@@ -149,46 +151,43 @@ def convert_unet_state_dict(state_dict: dict[str, np.ndarray], levels: int) -> d
   return params
 
 
-def load_state_dict(directory: pathlib.Path) -> dict[str, np.ndarray]:
-  """The weights in ``directory``: safetensors if present, else the PyTorch .bin."""
-  st = directory / "diffusion_pytorch_model.safetensors"
-  if st.exists():
-    from safetensors.numpy import load_file
-
-    return load_file(str(st))
-  pt = directory / "diffusion_pytorch_model.bin"
-  if pt.exists():
-    import torch  # only the .bin format needs it
-
-    sd = torch.load(str(pt), map_location="cpu", weights_only=True)
-    return {k: v.float().numpy() for k, v in sd.items()}
-  raise DataError(f"no diffusion_pytorch_model.safetensors or .bin in {directory}")
+def unet_model_config(dcfg: dict[str, Any]) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
+  """(``config.model`` fields of the "unet" builder, its build kwargs) for a UNet2DModel config."""
+  kwargs = unet_kwargs_from_diffusers(dcfg)
+  in_ch, out_ch = dcfg.get("in_channels") or 3, kwargs.pop("out_channels")
+  _require(out_ch in (in_ch, 2 * in_ch),
+           f"out_channels={out_ch} with in_channels={in_ch}: the unet predicts in_channels, or "
+           "twice that with a learned variance")
+  size = dcfg.get("sample_size") or 32
+  h, w = (size, size) if isinstance(size, int) else tuple(size)
+  fields = dict(name="unet", **kwargs, learn_sigma=out_ch == 2 * in_ch)
+  return ml_collections.ConfigDict(fields), dict(image_shape=(h, w, in_ch), num_classes=0)
 
 
-def load_diffusers_unet(path: str | pathlib.Path, *, dtype: Any = None
-                        ) -> tuple[UNet, dict[str, Any]]:
-  """(UNet module, params) from a local diffusers UNet2DModel directory (or a pipeline's unet/)."""
-  directory = pathlib.Path(path)
-  if (directory / "unet" / "config.json").exists():
-    directory = directory / "unet"
-  cfg_path = directory / "config.json"
-  if not cfg_path.exists():
-    raise DataError(f"no config.json in {directory} (expected a diffusers UNet2DModel directory)")
-  dcfg = json.loads(cfg_path.read_text())
+def unet_from_checkpoint(ckpt: Checkpoint, *, dtype: Any = None) -> Imported:
+  """A diffusers UNet2DModel ``Checkpoint`` as the denoiser "unet" (float32 params)."""
+  dcfg = dict(ckpt.config)
+  _require(ckpt.architecture in (None, "UNet2DModel"),
+           f"class {ckpt.architecture}, expected UNet2DModel")
+  cfg, build_kwargs = unet_model_config(dcfg)
   kwargs = unet_kwargs_from_diffusers(dcfg)
   model = UNet(dtype=dtype, **kwargs)
-  params = convert_unet_state_dict(load_state_dict(directory), len(kwargs["ch_mult"]))
+  params = convert_unet_state_dict(ckpt.tensors, len(kwargs["ch_mult"]))
   # Every parameter of the module must be filled, with the right shape.
-  size = dcfg.get("sample_size") or 32
-  size = size[0] if isinstance(size, (list, tuple)) else size
-  x = jax.ShapeDtypeStruct((1, size, size, dcfg.get("in_channels", 3)), jnp.float32)
+  x = jax.ShapeDtypeStruct((1, *build_kwargs["image_shape"]), jnp.float32)
   want = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, jnp.zeros((1,))), x)["params"]
   got_shapes = jax.tree.map(lambda a: a.shape, params)
   want_shapes = jax.tree.map(lambda a: a.shape, want)
   if got_shapes != want_shapes:
-    raise ConfigError(f"diffusers UNet2DModel import: converted parameters do not fit the model "
-                      f"(e.g. {_first_difference(got_shapes, want_shapes)})")
-  return model, jax.tree.map(jnp.asarray, params)
+    raise DataError(f"diffusers UNet2DModel import: converted parameters do not fit the model "
+                    f"(e.g. {_first_difference(got_shapes, want_shapes)})")
+  return Imported(model, jax.tree.map(jnp.asarray, params), cfg, "denoiser", build_kwargs)
+
+
+def load_diffusers_unet(source: Any, *, dtype: Any = None) -> Imported:
+  """A local diffusers UNet2DModel directory (or a pipeline's unet/, or an in-memory
+  UNet2DModel) as the denoiser "unet"."""
+  return unet_from_checkpoint(open_checkpoint(source, subfolders=("unet",)), dtype=dtype)
 
 
 def _first_difference(got: dict, want: dict, prefix: str = "") -> str:

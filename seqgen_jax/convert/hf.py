@@ -1,4 +1,6 @@
-"""Reading Hugging Face checkpoint directories: config.json plus safetensors or PyTorch weights.
+"""Reading Hugging Face checkpoints: a directory (config.json plus safetensors or PyTorch
+weights, as transformers' and diffusers' ``save_pretrained`` write them) or an in-memory
+transformers / diffusers model.
 
 Axis key: O, I a torch layer's output and input features.
 """
@@ -7,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
 from typing import Any
 
@@ -18,7 +21,10 @@ import numpy as np
 from seqgen_jax.errors import DataError
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
+                "pytorch_model.bin.index.json",  # transformers
+                "diffusion_pytorch_model.safetensors",  # diffusers
+                "diffusion_pytorch_model.safetensors.index.json", "diffusion_pytorch_model.bin",
+                "diffusion_pytorch_model.bin.index.json")
 
 
 @dataclasses.dataclass
@@ -35,6 +41,19 @@ class Imported:
   config: ml_collections.ConfigDict
   kind: str
   build_kwargs: dict[str, Any]
+
+
+@dataclasses.dataclass
+class Checkpoint:
+  """A checkpoint's config (config.json as a dict), its tensors (name -> float32 / int numpy
+  array), its architecture (the model class name, e.g. "GPT2LMHeadModel"; None if unrecorded),
+  and how error messages name it (``name``) and its config (``where``)."""
+
+  config: dict
+  tensors: dict[str, np.ndarray]
+  architecture: str | None
+  name: str
+  where: str
 
 
 def _load_safetensors(path: pathlib.Path) -> dict[str, np.ndarray]:
@@ -100,25 +119,64 @@ def read_checkpoint(path: str | pathlib.Path) -> tuple[dict, dict[str, np.ndarra
   raise DataError(f"no weights in {d}: expected one of {', '.join(WEIGHT_FILES)}")
 
 
-def expect_model_type(config: dict, model_type: str, path: Any) -> None:
-  """One-line DataError unless config.json's model_type is ``model_type``."""
+def state_dict_of(model: Any) -> dict[str, np.ndarray]:
+  """A torch module's state dict as numpy arrays (floating point ones as float32)."""
+  out = {}
+  for k, v in model.state_dict().items():
+    v = v.detach().cpu()
+    out[k] = (v.float() if v.is_floating_point() else v).numpy()
+  return out
+
+
+def _config_dict(model: Any) -> dict:
+  cfg = model.config
+  return dict(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg)
+
+
+def open_checkpoint(source: Any, *, subfolders: tuple[str, ...] = ("unet", "transformer")
+                    ) -> Checkpoint:
+  """The ``Checkpoint`` of a local directory or of an in-memory transformers / diffusers model.
+
+  A diffusers pipeline directory (model_index.json, no config.json) is read from the first of
+  ``subfolders`` it has.
+  """
+  if isinstance(source, (str, os.PathLike)):
+    d = pathlib.Path(source)
+    if not (d / "config.json").is_file():
+      for sub in subfolders:
+        if (d / sub / "config.json").is_file():
+          d = d / sub
+          break
+    config, sd = read_checkpoint(d)
+    arch = config.get("_class_name") or (config.get("architectures") or [None])[0]
+    return Checkpoint(config, sd, arch, str(d), f"{d}/config.json")
+  if hasattr(source, "state_dict") and hasattr(source, "config"):
+    arch = type(source).__name__
+    return Checkpoint(_config_dict(source), state_dict_of(source), arch, f"the in-memory {arch}",
+                      f"the in-memory {arch}'s config")
+  raise DataError(f"cannot load pretrained weights from a {type(source).__name__}: pass a "
+                  "checkpoint directory or an in-memory transformers / diffusers model")
+
+
+def expect_model_type(config: dict, model_type: str, where: Any) -> None:
+  """One-line DataError unless the config's model_type is ``model_type``."""
   got = config.get("model_type")
   if got != model_type:
-    raise DataError(f"{path}/config.json has model_type '{got}'; this loader reads "
+    raise DataError(f"{where} has model_type '{got}'; this loader reads "
                     f"'{model_type}' checkpoints")
 
 
-def unsupported(path: Any, field: str, value: Any, allowed: str) -> DataError:
-  """The one-line error for a config.json setting this codebase cannot reproduce."""
-  return DataError(f"{path}/config.json sets {field}={value!r}, which is not supported "
+def unsupported(where: Any, field: str, value: Any, allowed: str) -> DataError:
+  """The one-line error for a config setting this codebase cannot reproduce."""
+  return DataError(f"{where} sets {field}={value!r}, which is not supported "
                    f"(supported: {allowed})")
 
 
 class Tensors:
   """Named tensors of a checkpoint, with a one-line error for a missing one."""
 
-  def __init__(self, sd: dict[str, np.ndarray], path: Any, prefix: str = "") -> None:
-    self.sd, self.path, self.prefix = sd, path, prefix
+  def __init__(self, sd: dict[str, np.ndarray], name: Any, prefix: str = "") -> None:
+    self.sd, self.name, self.prefix = sd, name, prefix
 
   def has(self, name: str) -> bool:
     """Whether the checkpoint holds ``prefix + name``."""
@@ -128,7 +186,7 @@ class Tensors:
     """Tensor ``prefix + name`` as float32; a one-line DataError if it is missing."""
     key = self.prefix + name
     if key not in self.sd:
-      raise DataError(f"checkpoint {self.path} has no tensor '{key}'")
+      raise DataError(f"checkpoint {self.name} has no tensor '{key}'")
     return np.asarray(self.sd[key], np.float32)
 
 

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from seqgen_jax.diffusion import process
-from seqgen_jax.diffusion.samplers import PostStep, resolve_timesteps
+from seqgen_jax.diffusion.samplers import PostStep, resolve_walk
 from seqgen_jax.diffusion.schedules import DiscreteSchedule
 from seqgen_jax.diffusion.sde import sampling_grid
 from seqgen_jax.errors import ConfigError
@@ -66,11 +66,18 @@ def sdedit(sample_fn: Callable, model_fn: process.ModelFn, schedule_or_sde: Any,
     schedule = schedule_or_sde
     params = inspect.signature(sample_fn).parameters
     default = lambda name: params[name].default if name in params else None
-    ts = resolve_timesteps(schedule, sampler_kwargs.pop("num_steps", default("num_steps")),
-                           sampler_kwargs.pop("timesteps", None),
-                           sampler_kwargs.pop("spacing", default("spacing") or "leading"))
+    # A sampler with prev_timesteps (DDIM) steps to diffusers' t - T // n: keep that rule on
+    # the tail of the sequence too.
+    stride_rule = "prev_timesteps" in params
+    ts, t_prev = resolve_walk(schedule, sampler_kwargs.pop("num_steps", default("num_steps")),
+                              sampler_kwargs.pop("timesteps", None),
+                              sampler_kwargs.pop("spacing", default("spacing") or "leading"),
+                              sampler_kwargs.pop("steps_offset", 0),
+                              sampler_kwargs.pop("prev_timesteps", None), stride_rule=stride_rule)
     keep = max(1, round(strength * len(ts)))
-    ts = ts[len(ts) - keep:]
+    ts, t_prev = ts[len(ts) - keep:], t_prev[len(ts) - keep:]
+    if stride_rule:
+      sampler_kwargs["prev_timesteps"] = t_prev
     x_start = process.q_sample(x0, z, *schedule.alpha_sigma(ts[0]))
     return sample_fn(model_fn, schedule, x0.shape, k_sample, timesteps=ts, x_start=x_start,
                      **sampler_kwargs)

@@ -18,6 +18,17 @@ Conditioning (``cond``, all keys optional):
             the null caption [BOS].
 Timesteps: ``t_B`` (int or float) is embedded as ``t * time_scale`` (see ``nn.unet``).
 
+LayerNorm epsilons: ``norm_eps`` is used by every LayerNorm unless ``attn_norm_eps`` (each
+block's first, pre-attention LayerNorm) or ``final_norm_eps`` (the final layer's) is set.
+diffusers' DiTTransformer2DModel fixes those two at 1e-6 and applies its ``norm_eps`` only before
+the MLP, which is how ``seqgen_jax.convert`` sets them.
+
+Positions: the 2-D sin-cos table has integer grid positions, so at any input size token (i, j)
+gets the embedding of (i, j). With ``pos_base_size = b`` (diffusers' ``sample_size //
+patch_size``) the positions are instead rescaled to the range of a b x b grid, row i of h at
+i * b / h and column j of w at j * b / w, which is diffusers' interpolation at an input size
+other than the one trained on (at h = w = b both rules agree).
+
 Axis key: B batch, H height, W width, C channels, P patch size, h = H/P and w = W/P the patch
 grid, L = h*w tokens, D width, M MLP width, N heads, K head width, S text (key) positions, E text
 width, F sinusoid frequencies (of the timestep or of a position), O output channels, X = P*P*O
@@ -60,16 +71,25 @@ def dit_size(name: str) -> dict[str, int]:
   return dict(depth=depth, hidden_size=hidden, num_heads=heads, patch_size=int(m.group(2)))
 
 
-def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> np.ndarray:
+def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int, base_size: int | None = None
+                        ) -> np.ndarray:
   """Fixed [grid_h*grid_w, dim] table of MAE / DiT: first half encodes the column index, second
-  half the row index, each as [sin, cos] with frequencies 1/10000^(i/(dim/4))."""
+  half the row index, each as [sin, cos] with frequencies 1/10000^(i/(dim/4)).
+
+  ``base_size``: positions rescaled to a base_size x base_size grid (row i at i * base_size /
+  grid_h; diffusers' PatchEmbed, whose float32 arithmetic is reproduced); None: integer positions.
+  """
   def one_d(d: int, pos_hw: np.ndarray) -> np.ndarray:
     omega_F = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
     angles_LF = pos_hw.reshape(-1)[:, None] * omega_F[None, :]
     return np.concatenate([np.sin(angles_LF), np.cos(angles_LF)], axis=1)
 
-  rows_hw, cols_hw = np.meshgrid(np.arange(grid_h, dtype=np.float64),
-                                 np.arange(grid_w, dtype=np.float64), indexing="ij")
+  def grid(n: int) -> np.ndarray:
+    if base_size is None:
+      return np.arange(n, dtype=np.float64)
+    return (np.arange(n, dtype=np.float32) / np.float32(n / base_size)).astype(np.float64)
+
+  rows_hw, cols_hw = np.meshgrid(grid(grid_h), grid(grid_w), indexing="ij")
   return np.concatenate([one_d(dim // 2, cols_hw), one_d(dim // 2, rows_hw)],
                         axis=1).astype(np.float32)
 
@@ -115,6 +135,7 @@ class DiTBlock(nn.Module):
   norm_eps: float = 1e-6
   cross_attention: bool = False
   dtype: Any = None
+  attn_norm_eps: float | None = None  # the pre-attention LayerNorm's; None: norm_eps
 
   @nn.compact
   def __call__(self, x_BLD: jax.Array, c_BD: jax.Array,
@@ -122,18 +143,19 @@ class DiTBlock(nn.Module):
     """The block applied to ``x_BLD`` under conditioning ``c_BD``; ``context``: (text_BSE,
     mask_BS) for the cross-attention."""
     d = x_BLD.shape[-1]
-    ln = lambda: nn.LayerNorm(self.norm_eps, use_scale=False, use_bias=False, dtype=self.dtype)
+    ln = lambda eps: nn.LayerNorm(eps, use_scale=False, use_bias=False, dtype=self.dtype)
+    attn_eps = self.norm_eps if self.attn_norm_eps is None else self.attn_norm_eps
     mod_B6D = nn.Dense(6 * d, kernel_init=zeros, dtype=self.dtype, name="adaLN_modulation")(
         nn.silu(c_BD))
     shift1_BD, scale1_BD, gate1_BD, shift2_BD, scale2_BD, gate2_BD = jnp.split(mod_B6D, 6, axis=-1)
     h_BLD = _Attention(self.num_heads, dtype=self.dtype, name="attn")(
-        modulate(ln()(x_BLD), shift1_BD, scale1_BD))
+        modulate(ln(attn_eps)(x_BLD), shift1_BD, scale1_BD))
     x_BLD = x_BLD + gate1_BD[:, None] * h_BLD
     if self.cross_attention:
       h_BLD = nn.LayerNorm(self.norm_eps, dtype=self.dtype, name="norm_xattn")(x_BLD)
       x_BLD = x_BLD + _Attention(self.num_heads, out_init=zeros, dtype=self.dtype,
                                  name="xattn")(h_BLD, *context)
-    h_BLD = modulate(ln()(x_BLD), shift2_BD, scale2_BD)
+    h_BLD = modulate(ln(self.norm_eps)(x_BLD), shift2_BD, scale2_BD)
     h_BLM = nn.Dense(int(d * self.mlp_ratio), kernel_init=xavier, dtype=self.dtype, name="fc1")(
         h_BLD)
     h_BLD = nn.Dense(d, kernel_init=xavier, dtype=self.dtype, name="fc2")(
@@ -162,6 +184,9 @@ class DiT(nn.Module):
   text_layers: int = 4
   text_heads: int = 4
   dtype: Any = None
+  attn_norm_eps: float | None = None
+  final_norm_eps: float | None = None
+  pos_base_size: int | None = None
 
   def embed_conditioning(self, t_B: jax.Array, cond: dict, batch: int
                          ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
@@ -214,15 +239,17 @@ class DiT(nn.Module):
     patches_BhwPPC = x_BHWC.reshape(b, gh, p, gw, p, c).transpose(0, 1, 3, 2, 4, 5)
     x_BLD = nn.Dense(d, kernel_init=xavier, dtype=self.dtype, name="x_embedder")(
         patches_BhwPPC.reshape(b, gh * gw, p * p * c))
-    x_BLD = x_BLD + jnp.asarray(sincos_pos_embed_2d(d, gh, gw), x_BLD.dtype)[None]
+    x_BLD = x_BLD + jnp.asarray(sincos_pos_embed_2d(d, gh, gw, self.pos_base_size),
+                                x_BLD.dtype)[None]
     c_BD, context = self.embed_conditioning(t_B, dict(cond or {}), b)
     for i in range(self.depth):
       x_BLD = DiTBlock(self.num_heads, self.mlp_ratio, self.norm_eps, context is not None,
-                       self.dtype, name=f"block_{i}")(x_BLD, c_BD, context)
+                       self.dtype, self.attn_norm_eps, name=f"block_{i}")(x_BLD, c_BD, context)
     shift_BD, scale_BD = jnp.split(
         nn.Dense(2 * d, kernel_init=zeros, dtype=self.dtype, name="final_adaLN_modulation")(
             nn.silu(c_BD)), 2, axis=-1)
-    h_BLD = nn.LayerNorm(self.norm_eps, use_scale=False, use_bias=False, dtype=self.dtype)(x_BLD)
+    final_eps = self.norm_eps if self.final_norm_eps is None else self.final_norm_eps
+    h_BLD = nn.LayerNorm(final_eps, use_scale=False, use_bias=False, dtype=self.dtype)(x_BLD)
     y_BLX = nn.Dense(p * p * self.out_channels, kernel_init=zeros, dtype=self.dtype,
                      name="final_linear")(modulate(h_BLD, shift_BD, scale_BD))
     y_BhPwPO = y_BLX.reshape(b, gh, gw, p, p, self.out_channels).transpose(0, 1, 3, 2, 4, 5)
@@ -231,7 +258,8 @@ class DiT(nn.Module):
 
 _DIT_FIELDS = ("patch_size", "hidden_size", "depth", "num_heads", "mlp_ratio", "norm_eps",
                "freq_dim", "flip_sin_to_cos", "freq_shift", "time_scale", "text_vocab_size",
-               "text_max_len", "text_width", "text_layers", "text_heads")
+               "text_max_len", "text_width", "text_layers", "text_heads", "attn_norm_eps",
+               "final_norm_eps", "pos_base_size")
 
 
 @MODELS.register("dit", kind="denoiser", family="diffusion")

@@ -2,7 +2,7 @@
 
 Cells follow the PyTorch / cuDNN equations and gate order, so weights copy over unchanged:
 
-  Elman:  h' = tanh(W_ih x + b_ih + W_hh h + b_hh)
+  Elman:  h' = tanh(W_ih x + b_ih + W_hh h + b_hh)     (or relu: ``nonlinearity="relu"``)
   LSTM:   i, f, g, o = split(W_ih x + b_ih + W_hh h + b_hh)       (gate order i, f, g, o)
           c' = sigmoid(f) * c + sigmoid(i) * tanh(g);   h' = sigmoid(o) * tanh(c')
   GRU:    r, z, n gates (order r, z, n):
@@ -21,9 +21,11 @@ Parameter layout (one cell per layer and direction, named as PyTorch names its t
 ``params["l{k}"]`` (forward) and ``params["l{k}_reverse"]`` (backward) hold
 ``w_ih [I, G*H] = weight_ih_l{k}.T``, ``w_hh [H, G*H] = weight_hh_l{k}.T``,
 ``b_ih = bias_ih_l{k}``, ``b_hh = bias_hh_l{k}`` (G = 1, 4, 3 gates); ``params_from_torch`` does
-the copy. States are tuples of [N, B, H] arrays with N = num_layers * num_directions in PyTorch's
-order (layer 0 forward, layer 0 backward, layer 1 forward, ...): ``(h,)`` for the Elman RNN and
-the GRU, ``(h, c)`` for the LSTM, so ``state[0]`` is always h.
+the copy and ``stacked_rnn_from_torch`` also builds the matching layer (a torch.nn.RNN's
+nonlinearity, tanh or relu, is not in its state_dict: it is read from the module). States are
+tuples of [N, B, H] arrays with N = num_layers * num_directions in PyTorch's order (layer 0
+forward, layer 0 backward, layer 1 forward, ...): ``(h,)`` for the Elman RNN and the GRU,
+``(h, c)`` for the LSTM, so ``state[0]`` is always h.
 
 ``StackedRNN`` runs the cells with ``jax.lax.scan``. The input projection W_ih x + b_ih of all
 steps is one matmul before the scan (as cuDNN does); only the recurrent product is inside it.
@@ -41,6 +43,7 @@ N layers * directions, d direction.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -60,6 +63,7 @@ Precision = jax.lax.PrecisionLike
 f32 = jnp.float32
 
 RNN_IMPLS = ("scan", "cudnn")
+NONLINEARITIES = {"tanh": jnp.tanh, "relu": jax.nn.relu}  # of the Elman cell, as torch.nn.RNN
 
 
 def check_choice(what: str, value: Any, allowed: Sequence[Any]) -> None:
@@ -83,10 +87,11 @@ def _recurrent(w: Weights, h_BH: jax.Array, precision: Precision) -> jax.Array:
   return hp_BG.astype(f32)
 
 
-def rnn_step(w: Weights, carry: State, xp_BG: jax.Array, precision: Precision = None) -> State:
-  """Elman step: h' = tanh(xp + W_hh h + b_hh)."""
+def rnn_step(w: Weights, carry: State, xp_BG: jax.Array, precision: Precision = None,
+             nonlinearity: str = "tanh") -> State:
+  """Elman step: h' = tanh(xp + W_hh h + b_hh) (or relu)."""
   (h_BH,) = carry
-  return (jnp.tanh(xp_BG.astype(f32) + _recurrent(w, h_BH, precision)),)
+  return (NONLINEARITIES[nonlinearity](xp_BG.astype(f32) + _recurrent(w, h_BH, precision)),)
 
 
 def lstm_step(w: Weights, carry: State, xp_BG: jax.Array, precision: Precision = None) -> State:
@@ -166,14 +171,25 @@ class _Cell(nn.Module):
   def __call__(self, carry: State, x_BI: jax.Array) -> tuple[State, jax.Array]:
     """One step on input ``x_BI``: (the new carry, its h [B, H])."""
     w = self.weights()
-    carry = type(self).step(w, carry, project_inputs(w, x_BI, self.precision), self.precision)
+    carry = self.step_fn()(w, carry, project_inputs(w, x_BI, self.precision), self.precision)
     return carry, carry[0]
+
+  @nn.nowrap
+  def step_fn(self) -> Callable[..., State]:
+    """The pure step function this cell applies."""
+    return type(self).step
 
 
 class SimpleRNNCell(_Cell):
-  """Elman RNN cell with tanh (torch.nn.RNN's default nonlinearity)."""
+  """Elman RNN cell with tanh (torch.nn.RNN's default nonlinearity) or relu."""
 
+  nonlinearity: str = "tanh"
   step = staticmethod(rnn_step)
+
+  @nn.nowrap
+  def step_fn(self) -> Callable[..., State]:
+    """``rnn_step`` with this cell's nonlinearity."""
+    return cell_step("rnn", self.nonlinearity)
 
 
 class LSTMCell(_Cell):
@@ -203,6 +219,18 @@ class GRUCell(_Cell):
 
 
 CELLS: dict[str, type[_Cell]] = {"rnn": SimpleRNNCell, "lstm": LSTMCell, "gru": GRUCell}
+
+
+def cell_step(cell: str, nonlinearity: str = "tanh") -> Callable[..., State]:
+  """The pure step function of ``cell``; ``nonlinearity`` (tanh | relu) is the Elman cell's."""
+  check_choice("RNN cell", cell, tuple(CELLS))
+  check_choice("nonlinearity", nonlinearity, tuple(NONLINEARITIES))
+  if cell == "rnn":
+    return functools.partial(rnn_step, nonlinearity=nonlinearity)
+  if nonlinearity != "tanh":
+    raise ConfigError(f"nonlinearity={nonlinearity!r} applies only to the 'rnn' cell, not "
+                      f"'{cell}'")
+  return CELLS[cell].step
 
 
 def cell_name(layer: int, direction: int) -> str:
@@ -320,6 +348,7 @@ class StackedRNN(nn.Module):
   dtype: Any = None
   param_dtype: Any = f32
   precision: Any = None
+  nonlinearity: str = "tanh"  # the Elman cell's: tanh | relu
 
   @property
   def num_directions(self) -> int:
@@ -336,6 +365,8 @@ class StackedRNN(nn.Module):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision)
     if self.cell == "lstm":
       kw["forget_bias"] = self.forget_bias
+    if self.cell == "rnn":
+      kw["nonlinearity"] = self.nonlinearity
     cls = CELLS[self.cell]
     out = []
     for layer in range(self.num_layers):
@@ -349,7 +380,7 @@ class StackedRNN(nn.Module):
                initial_state: State | None = None, *, train: bool = False
                ) -> tuple[jax.Array, State]:
     """(outputs [B, T, num_directions * H], final state); see the class docstring."""
-    check_choice("RNN cell", self.cell, tuple(CELLS))
+    step = cell_step(self.cell, self.nonlinearity)
     check_choice("lstm_impl", self.impl, RNN_IMPLS)
     if self.impl == "cudnn" and self.cell != "lstm":
       raise ConfigError(f"lstm_impl='cudnn' applies only to the 'lstm' cell, not '{self.cell}'")
@@ -366,7 +397,6 @@ class StackedRNN(nn.Module):
         return self._fused(cells, x_BTI, mask_BT, state, drop, out_dtype)
       _log_cudnn_fallback_once()
 
-    step = CELLS[self.cell].step
     nd = self.num_directions
     finals: list[State] = []
     for layer in range(self.num_layers):  # x_BTI: this layer's input
@@ -406,14 +436,41 @@ class StackedRNN(nn.Module):
 # ------------------------------------------------------------------------------ PyTorch weights
 
 _TORCH_KEY = re.compile(r"(weight|bias)_(ih|hh)_(l\d+(?:_reverse)?)")
+_TORCH_CELLS = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
 
 
-def params_from_torch(state_dict: Mapping[str, Any]) -> dict[str, dict[str, np.ndarray]]:
-  """A torch.nn.RNN / LSTM / GRU state_dict (tensors or arrays) -> ``StackedRNN`` params.
+def _torch_nonlinearity(source: Any, state_dict: Mapping[str, Any],
+                        nonlinearity: str | None) -> str:
+  """The Elman nonlinearity: the module's, else the caller's; a state_dict alone cannot say."""
+  is_module = hasattr(source, "state_dict")
+  elman = not is_module and any(
+      k.startswith("weight_hh") and v.shape[0] == v.shape[1] for k, v in state_dict.items())
+  if is_module and type(source).__name__ == "RNN":
+    own = source.nonlinearity
+    if nonlinearity not in (None, own):
+      raise ConfigError(f"the torch.nn.RNN uses nonlinearity={own!r}, not {nonlinearity!r}")
+    return own
+  if elman and nonlinearity is None:
+    raise ConfigError("a torch.nn.RNN state_dict does not record its nonlinearity (tanh or "
+                      "relu): pass the module itself, or nonlinearity='tanh' / 'relu'")
+  return nonlinearity or "tanh"
+
+
+def params_from_torch(source: Any, *, nonlinearity: str | None = None
+                      ) -> dict[str, dict[str, np.ndarray]]:
+  """A torch.nn.RNN / LSTM / GRU (the module, or its state_dict) -> ``StackedRNN`` params.
 
   ``weight_ih_l{k}[_reverse]`` -> ``params["l{k}[_reverse]"]["w_ih"]`` (transposed), likewise
-  ``weight_hh``; biases are copied as they are. The torch module must have ``bias=True``.
+  ``weight_hh``; biases are copied as they are (zeros for a module with ``bias=False``). An
+  Elman RNN's nonlinearity is not in its state_dict: pass the module, or state it with
+  ``nonlinearity``; a ReLU RNN needs ``StackedRNN(..., nonlinearity="relu")``
+  (``stacked_rnn_from_torch`` builds it), and the result is refused if the module says
+  otherwise.
   """
+  state_dict = source.state_dict() if hasattr(source, "state_dict") else source
+  _torch_nonlinearity(source, state_dict, nonlinearity)
+  if getattr(source, "proj_size", 0):
+    raise ConfigError("an LSTM with proj_size > 0 (projected hidden state) is not supported")
   out: dict[str, dict[str, np.ndarray]] = {}
   for key, value in state_dict.items():
     m = _TORCH_KEY.fullmatch(key)
@@ -423,4 +480,21 @@ def params_from_torch(state_dict: Mapping[str, Any]) -> dict[str, dict[str, np.n
     arr = np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
     out.setdefault(cell, {})[("w_" if kind == "weight" else "b_") + which] = (
         arr.T if kind == "weight" else arr)
+  for w in out.values():  # bias=False: zero biases are the same function
+    for which in ("ih", "hh"):
+      w.setdefault(f"b_{which}", np.zeros(w[f"w_{which}"].shape[1], w[f"w_{which}"].dtype))
   return out
+
+
+def stacked_rnn_from_torch(module: Any, **kwargs: Any) -> tuple[StackedRNN, dict]:
+  """(``StackedRNN`` equal to a torch.nn.RNN / LSTM / GRU module, its params); ``kwargs`` go to
+  StackedRNN (e.g. dtype, unroll). Inputs are batch-first [B, T, I] whatever ``batch_first``."""
+  cell = _TORCH_CELLS.get(type(module).__name__)
+  if cell is None:
+    raise ConfigError(f"stacked_rnn_from_torch reads torch.nn.RNN / LSTM / GRU, not "
+                      f"{type(module).__name__}")
+  extra = {"nonlinearity": module.nonlinearity} if cell == "rnn" else {}
+  layer = StackedRNN(cell, module.hidden_size, num_layers=module.num_layers,
+                     bidirectional=module.bidirectional, dropout=module.dropout,
+                     **extra, **kwargs)
+  return layer, params_from_torch(module)

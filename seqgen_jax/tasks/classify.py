@@ -17,9 +17,10 @@ Initialisation (``config.init``; at most one):
     checkpoint's params are restored (params only) and its encoder is moved into the classifier
     with ``with_encoder_from``; the tokenizer is the one that run saved (model.name must be a
     classifier whose params hold an "encoder" of the same fields, i.e. "bert").
-  * ``hf_checkpoint``: a local Hugging Face BERT directory (config.json, weights, vocab.txt),
-    imported with ``convert.load_bert_classifier`` (a missing head is initialised from the seed);
-    the model fields come from its config.json and the tokenizer from its vocab.txt.
+  * ``hf_checkpoint`` (or ``from_pretrained``, the name every task reads): a local Hugging Face
+    BERT directory (config.json, weights, vocab.txt), imported with
+    ``convert.load_bert_classifier`` (a missing head is initialised from the seed); the model
+    fields come from its config.json and the tokenizer from its vocab.txt.
 
 Eval (every ``eval_every`` steps and at the end): loss and accuracy over the WHOLE eval split
 (padding rows of the last batch have weight 0). ``final_eval`` reports ``dev_accuracy`` /
@@ -48,7 +49,7 @@ from seqgen_jax.dtypes import compute_dtype_from_name
 from seqgen_jax.errors import ConfigError
 from seqgen_jax.nn.bert import with_encoder_from
 from seqgen_jax.registry import MODELS, TASKS
-from seqgen_jax.tasks import mlm
+from seqgen_jax.tasks import mlm, pretrained
 from seqgen_jax.train.evaluate import Evaluator
 from seqgen_jax.train.task import Task
 
@@ -99,8 +100,13 @@ class ClassifyTask(Task):
     self.dtype = compute_dtype_from_name(tc.get("compute_dtype", "float32"))
     init = config.get("init", ml_collections.ConfigDict())
     from_workdir, hf_dir = init.get("from_workdir", ""), init.get("hf_checkpoint", "")
+    if hf_dir and init.get("from_pretrained", ""):
+      raise ConfigError("init.hf_checkpoint and init.from_pretrained both name a Hugging Face "
+                        "BERT directory: set one")
+    hf_dir = hf_dir or init.get("from_pretrained", "")
     if from_workdir and hf_dir:
-      raise ConfigError("set at most one of init.from_workdir and init.hf_checkpoint")
+      raise ConfigError("set at most one of init.from_workdir and init.hf_checkpoint / "
+                        "init.from_pretrained")
     build = MODELS.get(config.model.name, kind="classifier")
     self.pretrained: dict | None = None
     self.imported_params: dict | None = None
@@ -121,13 +127,15 @@ class ClassifyTask(Task):
     elif hf_dir:
       from seqgen_jax.convert import load_bert_classifier
 
-      if config.model.name != "bert":
-        raise ConfigError(f"init.hf_checkpoint needs model.name=bert, not "
-                          f"'{config.model.name}'")
+      runtime = {k: config.model[k] for k in ("scan_layers", "attention") if k in config.model}
       imported = load_bert_classifier(hf_dir, num_classes=len(sentiment.CLASSES),
-                                      rng=jax.random.PRNGKey(tc.seed), dtype=self.dtype)
+                                      rng=jax.random.PRNGKey(tc.seed), dtype=self.dtype,
+                                      **runtime)
       tokenizer = HFTokenizer(hf_dir, self.seq_len)
-      model_cfg, max_len = imported.config, imported.build_kwargs["max_len"]
+      # The model is the checkpoint's: config.model becomes its fields (config.json records it).
+      model_cfg = pretrained.adopt_model_config(config, imported.config)
+      build = MODELS.get(model_cfg.name, kind="classifier")
+      max_len = imported.build_kwargs["max_len"]
       self.imported_params = imported.params
     if max_len < self.seq_len:
       raise ConfigError(f"data.seq_len={self.seq_len} exceeds the pre-trained model's "

@@ -21,6 +21,9 @@ Modes:
     schedule: noise-conditioning augmentation, Ho et al. 2022) and "low_res_t" = s; sampling
     uses s = ``sr.sample_aug_t``. With ``cascade.base_workdir`` (a finished base run at the low
     resolution) samples come from the cascade base -> SR (``cascade_sample``).
+Fine-tuning, ``init.from_pretrained=DIR``: a diffusers UNet2DModel or DiTTransformer2DModel
+(seqgen_jax.convert) becomes the denoiser (``config.model`` is replaced by its fields), without
+text or low-res conditioning; label conditioning needs the checkpoint's number of classes.
 Eval (test split, every ``train.eval_every``): the weighted training loss and the raw MSE at
 stratified timesteps, per t-bucket (``eval.t_buckets``). Sample hook: a DDIM-50 grid from pure
 noise (one row per class, guided when conditioned; a prompt grid for text; low-res / SR /
@@ -125,7 +128,11 @@ class DiffusionTask(Task):
         raise ConfigError("latent diffusion and super-resolution (sr.low_res_size) cannot be "
                           "combined here")
       self._load_autoencoder()
-    self.model = self._build_model(config.model)
+    self.imported_params = None
+    if config.get("init", {}).get("from_pretrained", ""):
+      self.model = self._import_model(config)
+    else:
+      self.model = self._build_model(config.model)
     self.base = None
     base_dir = config.get("cascade", {}).get("base_workdir", "") or ""
     if base_dir:
@@ -150,6 +157,22 @@ class DiffusionTask(Task):
     return build(mcfg, image_shape=self.model_shape,
                  num_classes=self.num_classes if self.cond_kind == "label" else 0,
                  dtype=self.dtype)
+
+  def _import_model(self, config: ml_collections.ConfigDict) -> Any:
+    """config.init.from_pretrained: a diffusers UNet2DModel / DiTTransformer2DModel to fine-tune
+    (label conditioning needs the checkpoint's classes; no text or low-res conditioning)."""
+    source = config.init.from_pretrained
+    if self.cond_kind == "text" or self.low_res_size:
+      raise ConfigError(f"init.from_pretrained={source}: an imported denoiser has no text or "
+                        "low-res conditioning (use cond.kind=none or label, no sr)")
+    classes = self.num_classes if self.cond_kind == "label" else 0
+    model, self.imported_params = pretrained.imported_model(
+        config, "denoiser", dict(image_shape=self.model_shape, num_classes=classes),
+        dtype=self.dtype)
+    if config.model.get("learn_sigma", False):
+      raise ConfigError(f"init.from_pretrained={source} predicts a learned variance too "
+                        "(out_channels = 2 x in_channels), which this task does not train")
+    return model
 
   def _load_autoencoder(self) -> None:
     ae_cfg = pretrained.load_config(self.latent_dir)
@@ -260,6 +283,9 @@ class DiffusionTask(Task):
                       aug_t_B=jnp.zeros((1,), jnp.int32))
     return self.model.init({"params": rng}, z_BHWC, jnp.zeros((1,), jnp.int32), cond=cond,
                            train=False)["params"]
+
+  def initial_params(self) -> PyTree | None:
+    return self.imported_params
 
   def loss_fn(self, params, batch, rng):
     k_enc, k_cond, k_t, k_noise, k_drop = jax.random.split(rng, 5)
@@ -372,6 +398,8 @@ class DiffusionTask(Task):
       opts: dict[str, Any] = dict(prediction=self.prediction, num_steps=num_steps)
       if not self.latent_dir and name in ("ddpm", "ddim"):
         opts["clip_x0"] = 1.0  # pixels live in [-1, 1] (Ho et al. clip the predicted x0)
+        if name == "ddim":  # eps from the clipped x0 (guided-diffusion), as the results used
+          opts["use_clipped_model_output"] = True
 
       def run(params, rng, cond, dummy_N):
         z = samplers.sample(name, self.model_fn(params, w), self.schedule,

@@ -7,9 +7,12 @@ Datasets (``config.data.name``):
   * ``copy``, ``assoc_recall``: synthetic long-range-memory tasks (seqgen_jax/data/synthetic.py),
     no files needed; the loss covers only the answer positions.
 
-Sampling uses the model's cached generation (``init_cache`` / ``decode`` through
-``decoding.sample_incremental``: a KV cache, or an RNN's carried state) where it has one, and the
-sliding-window ``decoding.sample_full_context`` otherwise.
+``config.init.from_pretrained=DIR`` fine-tunes a GPT-2 checkpoint (seqgen_jax.convert) whose
+vocabulary is the data's: its model replaces ``config.model``.
+
+Sampling goes through ``seqgen_jax.generate`` (the same code as the user-facing ``generate``):
+the model's cached generation (``init_cache`` / ``decode``: a KV cache, or an RNN's carried
+state) where it has one, and a sliding window of the model's context otherwise.
 
 Eval metrics: loss (nats per target token), bits per character / token, perplexity, token
 accuracy, and sequence accuracy (every answer token right). Axis key: B batch, T position,
@@ -31,12 +34,13 @@ import ml_collections
 import numpy as np
 
 import seqgen_jax.nn  # noqa: F401  (registers the models)
-from seqgen_jax import decoding
+from seqgen_jax import generate as generation
 from seqgen_jax.data import shakespeare, synthetic
 from seqgen_jax.data.builder import DataOptions
 from seqgen_jax.data.pipeline import StepSource
 from seqgen_jax.dtypes import compute_dtype_from_name
 from seqgen_jax.registry import MODELS, TASKS, Registry
+from seqgen_jax.tasks import pretrained
 from seqgen_jax.train.task import Task
 
 EVAL_SEED_OFFSET = 1_000_003  # eval streams never reuse a training batch index's randomness
@@ -108,9 +112,14 @@ class LanguageModelTask(Task):
     eval_bs = config.get("eval", {}).get("batch_size", None) or config.train.batch_size
     self.data = make_data(config.data, config.train.batch_size, eval_bs, config.train.seed)
     self.dtype = compute_dtype_from_name(config.train.get("compute_dtype", "float32"))
-    self.model: nn.Module = MODELS.get(config.model.name, kind="causal_lm")(
-        config.model, vocab_size=self.data.vocab_size, max_len=self.data.seq_len,
-        dtype=self.dtype)
+    build_kwargs = dict(vocab_size=self.data.vocab_size, max_len=self.data.seq_len)
+    imported = pretrained.imported_model(config, "causal_lm", build_kwargs, dtype=self.dtype)
+    self.imported_params = None
+    if imported is not None:  # config.init.from_pretrained: fine-tune the checkpoint's model
+      self.model, self.imported_params = imported
+    else:
+      self.model: nn.Module = MODELS.get(config.model.name, kind="causal_lm")(
+          config.model, **build_kwargs, dtype=self.dtype)
     self.sample_cfg = config.get("sample", ml_collections.ConfigDict())
 
   # ---------------------------------------------------------------- training and evaluation
@@ -118,6 +127,9 @@ class LanguageModelTask(Task):
   def init_params(self, rng: jax.Array):
     tokens_BT = jnp.zeros((1, self.data.seq_len), jnp.int32)
     return self.model.init({"params": rng}, tokens_BT, train=False)["params"]
+
+  def initial_params(self):
+    return self.imported_params
 
   def loss_fn(self, params, batch, rng):
     logits_BTV = self.model.apply({"params": params}, batch["inputs"], train=True,
@@ -155,33 +167,17 @@ class LanguageModelTask(Task):
 
   # ---------------------------------------------------------------- sampling
 
-  def _logits_fn(self, params):
-    return lambda tokens_BT: self.model.apply({"params": params}, tokens_BT, train=False)
-
   def uses_cached_generation(self, num_fed: int) -> bool:
-    """Whether sampling runs ``sample_incremental`` (the model's init_cache / decode).
-
-    Needs a model with ``decode``, and either ``num_fed`` (the tokens the model consumes) within
-    its context ``seq_len`` or a model tagged ``carries_state`` (a recurrent state of fixed size,
-    no length limit); otherwise the sliding-window ``sample_full_context`` runs.
-    """
-    if not hasattr(self.model, "decode"):
-      return False
-    tags = MODELS.tags(self.config.model.name, kind="causal_lm")
-    return num_fed <= self.data.seq_len or bool(tags.get("carries_state", False))
+    """Whether sampling runs the model's init_cache / decode (``generate.uses_cache``): a model
+    with ``decode`` and either ``num_fed`` (the tokens it consumes) within its context or a
+    recurrent state of fixed size; otherwise a sliding window of the context runs."""
+    return generation.uses_cache(self.model, num_fed)
 
   def _generate(self, params, prompt_BP: jax.Array, num_new: int, rng: jax.Array,
                 **kw) -> jax.Array:
-    """``prompt_BP`` extended by ``num_new`` tokens: cached generation where the model has it."""
-    num_fed = prompt_BP.shape[1] + num_new - 1
-    if not self.uses_cached_generation(num_fed):
-      return decoding.sample_full_context(self._logits_fn(params), prompt_BP, num_new, rng,
-                                          window=self.data.seq_len, **kw)
-    variables = {"params": params}
-    cache = self.model.apply(variables, prompt_BP.shape[0], num_fed, method="init_cache")
-    step_fn = lambda tokens_BT, cache, position: self.model.apply(
-        variables, tokens_BT, cache, position, method="decode")
-    return decoding.sample_incremental(step_fn, cache, prompt_BP, num_new, rng, **kw)
+    """``prompt_BP`` extended by ``num_new`` tokens (``generate.generate_tokens``)."""
+    return generation.generate_tokens(self.model, params, prompt_BP, num_new, rng,
+                                      window=self.data.seq_len, **kw)[0]
 
   def sample(self, params, rng):
     if self.data.tokenizer is not None:

@@ -23,6 +23,9 @@ uniformly random word (not a special token) with 0.1, and stays as it is with 0.
 the metrics cover the selected positions only. Masks are drawn in the input pipeline from
 (seed, batch index), so a resumed run sees the same masks.
 
+``config.init.from_pretrained=DIR`` continues a BERT masked-LM checkpoint (seqgen_jax.convert)
+whose vocabulary is this tokenizer's (e.g. one exported from a run of this task).
+
 Eval metrics: loss (nats per selected token), masked-token accuracy, perplexity. ``final_eval``
 adds, on the same masked dev positions, the unigram baseline: the corpus word frequencies (with
 add-one smoothing) as the prediction, its loss and the accuracy of always guessing the most
@@ -49,6 +52,7 @@ from seqgen_jax.data.tokenizers import SPECIALS, WordTokenizer, load_tokenizer
 from seqgen_jax.dtypes import compute_dtype_from_name
 from seqgen_jax.errors import ConfigError
 from seqgen_jax.registry import MODELS, TASKS
+from seqgen_jax.tasks import pretrained
 from seqgen_jax.tasks.lm import token_nll_and_correct
 from seqgen_jax.train.task import Task
 
@@ -217,13 +221,21 @@ class MaskedLMTask(Task):
     self.eval = MaskedSentences(dev, self.tokenizer, pipeline.EvalSampler(len(dev), eval_bs),
                                 seed=seed + 1, mask_rate=self.mask_rate)
     self.dtype = compute_dtype_from_name(config.train.get("compute_dtype", "float32"))
-    self.model = MODELS.get(config.model.name, kind="masked_lm")(
-        config.model, vocab_size=self.tokenizer.vocab_size, max_len=self.max_len,
-        dtype=self.dtype)
+    build_kwargs = dict(vocab_size=self.tokenizer.vocab_size, max_len=self.max_len)
+    imported = pretrained.imported_model(config, "masked_lm", build_kwargs, dtype=self.dtype)
+    self.imported_params = None
+    if imported is not None:  # config.init.from_pretrained: continue a BERT checkpoint
+      self.model, self.imported_params = imported
+    else:
+      self.model = MODELS.get(config.model.name, kind="masked_lm")(
+          config.model, **build_kwargs, dtype=self.dtype)
 
   def init_params(self, rng):
     tokens_BT = jnp.zeros((1, self.seq_len), jnp.int32)
     return self.model.init({"params": rng}, tokens_BT, tokens_BT > 0, train=False)["params"]
+
+  def initial_params(self):
+    return self.imported_params
 
   def _nll_correct(self, params, batch, train, rng=None):
     logits_BTV = self.model.apply({"params": params}, batch["inputs"], batch["mask"],

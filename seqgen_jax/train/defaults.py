@@ -22,6 +22,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.name = ""
 
+  c.init = ml_collections.ConfigDict()
+  # A Hugging Face / diffusers checkpoint directory to fine-tune (seqgen_jax.convert): its model
+  # replaces config.model; empty: a fresh initialisation.
+  c.init.from_pretrained = ""
+
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adamw"
   c.optimizer.lr = 1e-3

@@ -7,10 +7,11 @@ build the task, which validates the config and finds the data (bad input fails h
 anything is written) -> optimizer -> abstract state via ``jax.eval_shape`` -> compile the train
 step ahead of time (its FLOPs and memory are known before anything is allocated; a configured
 per-device memory budget is checked here) -> restore the latest checkpoint or initialise with a
-jitted init that has ``out_shardings`` -> train, logging (with TFLOP/s, MFU and peak memory),
-eval, sampling, profiling and checkpointing on their intervals -> a final checkpoint. SIGTERM /
-SIGINT (and JAX's multi-host preemption notice) make the loop save the current step and return
-normally.
+jitted init that has ``out_shardings`` (fresh params, or the task's ``initial_params``, e.g.
+imported pretrained weights, checked against the fresh shapes before anything is written) ->
+train, logging (with TFLOP/s, MFU and peak memory), eval, sampling, profiling and checkpointing
+on their intervals -> a final checkpoint. SIGTERM / SIGINT (and JAX's multi-host preemption
+notice) make the loop save the current step and return normally.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from seqgen_jax.data.pipeline import StepIterator
+from seqgen_jax.errors import ConfigError
 from seqgen_jax.train import perf
 from seqgen_jax.train import sharding as sharding_lib
 from seqgen_jax.train.checkpoint import Checkpointer
@@ -86,6 +88,20 @@ def _should_stop(stop: _StopRequest, ckpt: Checkpointer, step: int) -> bool:
 def _abstract_with_shardings(abstract: PyTree, shardings: PyTree) -> PyTree:
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                       abstract, shardings)
+
+
+def _check_initial_params(initial: PyTree, abstract: PyTree) -> None:
+  """One-line ConfigError unless the task's ``initial_params`` have the fresh params' shapes."""
+  have = dict(jax.tree_util.tree_flatten_with_path(initial)[0])
+  want = dict(jax.tree_util.tree_flatten_with_path(abstract)[0])
+  for path in sorted(set(have) | set(want), key=jax.tree_util.keystr):
+    name = jax.tree_util.keystr(path)
+    if path not in have or path not in want:
+      raise ConfigError(f"the task's initial params {'lack' if path not in have else 'have'} "
+                        f"{name}, which the model {'has' if path not in have else 'lacks'}")
+    if tuple(np.shape(have[path])) != tuple(want[path].shape):
+      raise ConfigError(f"the task's initial params have {name} of shape "
+                        f"{tuple(np.shape(have[path]))}, the model wants {tuple(want[path].shape)}")
 
 
 def _num_params(params: PyTree) -> int:
@@ -179,6 +195,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                               use_ema=ema_decay is not None)
   rng = jax.random.PRNGKey(tc.seed)
   abstract_state = jax.eval_shape(init_fn, rng)
+  initial_params = task.initial_params()
+  if initial_params is not None:
+    _check_initial_params(initial_params, abstract_state.params)
   state_sharding = sharding_lib.state_shardings(abstract_state, mesh)
   step_kw = dict(mesh=mesh, state_sharding=state_sharding, lr_schedule=schedule,
                  clip_grad_norm=config.optimizer.get("clip_grad_norm", None),
@@ -220,8 +239,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     state, data_state = ckpt.restore(latest, abstract_state)
     data_iter.set_state(data_state)
     logging.info("restored checkpoint at step %d from %s", latest, ckpt.directory)
-  else:
+  elif initial_params is None:
     state = jax.jit(init_fn, out_shardings=state_sharding)(rng)
+  else:  # the params are an argument of the jitted init, not constants baked into it
+    start_fn = lambda rng, params: create_train_state(
+        lambda _: params, tx, rng, use_ema=ema_decay is not None)
+    state = jax.jit(start_fn, out_shardings=state_sharding)(rng, initial_params)
+    logging.info("initialised from the task's initial params (config.init)")
   step = int(state.step)
   last_saved = latest
   logging.info("task %s, model %s: %s parameters; mesh %s over %d devices (%d processes)",

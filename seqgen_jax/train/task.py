@@ -58,6 +58,12 @@ class Task(abc.ABC):
   def eval_source(self) -> tuple[StepSource, int]:
     """The evaluation batches and how many of them make one evaluation."""
 
+  def initial_params(self) -> PyTree | None:
+    """Parameters to start training from instead of ``init_params``'s fresh ones (e.g. imported
+    pretrained weights; the same tree and shapes), or None, the default. The loop checks that
+    they fit before writing anything and ignores them when it resumes from a checkpoint."""
+    return None
+
   def sample(self, params: PyTree, rng: jax.Array) -> dict[str, str | np.ndarray]:
     """Samples to log: name -> text, or name -> image (HxWxC uint8, e.g. a grid of samples).
 
